@@ -1,0 +1,173 @@
+"""Billing models: pricing versions, multipliers, wallets and the credit ledger.
+
+Models stay small: every write goes through `billing.services`, every read
+used by the API through `billing.selectors`. Each rule stated in PRODUCT.md is
+also a database constraint, so no code path (admin, shell, raw ORM) can break it.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+# Credits are money: Decimal with 4 places, wide enough for any balance we sell.
+CREDIT_DIGITS = {"max_digits": 20, "decimal_places": 4}
+
+
+class PricingVersion(models.Model):
+    version = models.CharField(max_length=32, unique=True)
+    is_active = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            # At most one active version; the seed migration makes it exactly one.
+            models.UniqueConstraint(
+                fields=["is_active"],
+                condition=Q(is_active=True),
+                name="billing_one_active_pricing_version",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version}{' (active)' if self.is_active else ''}"
+
+
+class ModelPricing(models.Model):
+    pricing_version = models.ForeignKey(PricingVersion, on_delete=models.PROTECT, related_name="models")
+    model_alias = models.SlugField(max_length=64)
+    # A price factor, not credits; same precision so the product stays exact Decimal.
+    multiplier = models.DecimalField(**CREDIT_DIGITS)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_alias"]
+        verbose_name = "model pricing"
+        verbose_name_plural = "model pricing"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pricing_version", "model_alias"],
+                name="billing_unique_alias_per_version",
+            ),
+            models.CheckConstraint(
+                condition=Q(multiplier__gt=0) & Q(multiplier__lte=100),
+                name="billing_multiplier_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_alias} ×{self.multiplier} ({self.pricing_version.version})"
+
+
+class PricingChange(models.Model):
+    """Audit trail of multiplier edits; its id is the cache's edit sequence."""
+
+    class Source(models.TextChoices):
+        ADMIN = "admin", "Django admin"
+        API = "api", "API"
+        COMMAND = "command", "Management command"
+
+    model_pricing = models.ForeignKey(ModelPricing, on_delete=models.PROTECT, related_name="changes")
+    # Copies of the identity so the record reads on its own, forever.
+    model_alias = models.SlugField(max_length=64)
+    pricing_version = models.CharField(max_length=32)
+    old_multiplier = models.DecimalField(**CREDIT_DIGITS)
+    new_multiplier = models.DecimalField(**CREDIT_DIGITS)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="pricing_changes",
+    )
+    source = models.CharField(max_length=16, choices=Source.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(source__in=["admin", "api", "command"]),
+                name="billing_pricing_change_source",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_alias}: {self.old_multiplier} → {self.new_multiplier}"
+
+
+class CreditWallet(models.Model):
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="wallet")
+    # The spendable balance; always equals the sum of the wallet's ledger amounts.
+    balance = models.DecimalField(**CREDIT_DIGITS, default=0)
+    # Running totals kept in the same UPDATE as the balance, for a cheap wallet read.
+    lifetime_granted = models.DecimalField(**CREDIT_DIGITS, default=0)
+    lifetime_burned = models.DecimalField(**CREDIT_DIGITS, default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(lifetime_granted__gte=0) & Q(lifetime_burned__gte=0),
+                name="billing_wallet_lifetime_non_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"wallet of {self.user} ({self.balance})"
+
+
+class CreditTransaction(models.Model):
+    """One append-only ledger row per balance change (UPDATE/DELETE refused by trigger)."""
+
+    class Kind(models.TextChoices):
+        GRANT = "grant"
+        DEBIT = "debit"
+        REFUND = "refund"
+        ADJUSTMENT = "adjustment"
+
+    wallet = models.ForeignKey(CreditWallet, on_delete=models.PROTECT, related_name="transactions")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # Signed change to the balance: grants/refunds add, debits subtract.
+    amount = models.DecimalField(**CREDIT_DIGITS)
+    # The wallet balance right after this row, written under the wallet's row lock.
+    balance_after = models.DecimalField(**CREDIT_DIGITS)
+    usage_event = models.OneToOneField(
+        "chat.LLMCallEvent",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="debit",
+    )
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    description = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["wallet", "-id"], name="billing_ledger_wallet_newest"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["grant", "debit", "refund", "adjustment"]),
+                name="billing_ledger_kind",
+            ),
+            models.CheckConstraint(
+                condition=(
+                    (Q(kind__in=["grant", "refund"]) & Q(amount__gt=0))
+                    | (Q(kind="debit") & Q(amount__lt=0))
+                    | (Q(kind="adjustment") & ~Q(amount=0))
+                ),
+                name="billing_ledger_amount_sign",
+            ),
+            models.CheckConstraint(
+                condition=Q(usage_event__isnull=True) | Q(kind="debit"),
+                name="billing_ledger_usage_only_on_debit",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} → {self.balance_after}"

@@ -1,0 +1,246 @@
+"""Billing writes. Every balance change is one ledger row, written in the same
+transaction as an `UPDATE … RETURNING` of the wallet, so the row lock taken by
+that UPDATE serialises concurrent writers and `balance_after` is always exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from billing.models import CreditTransaction, CreditWallet
+
+CREDIT_QUANTUM = Decimal("0.0001")
+MAX_CREDITS = Decimal("1e15")  # 20 digits, 4 after the point.
+
+
+class LedgerError(ValueError):
+    """A ledger write that can never succeed (bad amount, conflicting key)."""
+
+
+class IdempotencyConflict(LedgerError):
+    """The idempotency key was already used for a different ledger write."""
+
+
+def parse_credits(value: object) -> Decimal:
+    """A positive-or-negative credit amount with at most 4 decimal places."""
+    if isinstance(value, float | bool):
+        raise LedgerError("credit amounts must be given as Decimal or string, not float")
+    try:
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError) as exc:
+        raise LedgerError(f"{value!r} is not a decimal number") from exc
+    if not amount.is_finite():
+        raise LedgerError(f"{value!r} is not a finite number")
+    if amount != amount.quantize(CREDIT_QUANTUM):
+        raise LedgerError(f"{value!r} has more than 4 decimal places")
+    if abs(amount) >= MAX_CREDITS:
+        raise LedgerError(f"{value!r} is too large")
+    return amount.quantize(CREDIT_QUANTUM)
+
+
+def _as_decimal(value: object) -> Decimal:
+    # SQLite hands back floats from a raw cursor; PostgreSQL hands back Decimal.
+    return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(CREDIT_QUANTUM)
+
+
+def _apply_to_wallet(wallet_id: int, *, delta: Decimal, granted: Decimal, burned: Decimal) -> Decimal:
+    """Change the balance in place and return it; the row stays locked until commit."""
+    table = CreditWallet._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET balance = balance + %s, "
+            "lifetime_granted = lifetime_granted + %s, lifetime_burned = lifetime_burned + %s, "
+            "updated_at = %s WHERE id = %s RETURNING balance",
+            [delta, granted, burned, timezone.now(), wallet_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise LedgerError(f"wallet {wallet_id} does not exist")
+    return _as_decimal(row[0])
+
+
+def _existing_for_key(*, wallet_id: int, kind: str, amount: Decimal, key: str) -> CreditTransaction | None:
+    existing = CreditTransaction.objects.filter(idempotency_key=key).first()
+    if existing is None:
+        return None
+    if existing.wallet_id != wallet_id or existing.kind != kind or existing.amount != amount:
+        raise IdempotencyConflict(f"idempotency key {key!r} was used for a different ledger write")
+    return existing
+
+
+def _ledger_write(
+    *,
+    wallet_id: int,
+    kind: str,
+    amount: Decimal,
+    usage_event_id: int | None = None,
+    idempotency_key: str | None = None,
+    description: str = "",
+) -> CreditTransaction:
+    if idempotency_key:
+        existing = _existing_for_key(wallet_id=wallet_id, kind=kind, amount=amount, key=idempotency_key)
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            balance_after = _apply_to_wallet(
+                wallet_id,
+                delta=amount,
+                granted=amount if kind == CreditTransaction.Kind.GRANT else Decimal(0),
+                burned=-amount if kind == CreditTransaction.Kind.DEBIT else Decimal(0),
+            )
+            return CreditTransaction.objects.create(
+                wallet_id=wallet_id,
+                kind=kind,
+                amount=amount,
+                balance_after=balance_after,
+                usage_event_id=usage_event_id,
+                idempotency_key=idempotency_key or None,
+                description=description[:255],
+            )
+    except IntegrityError:
+        # A concurrent writer committed the same key first; our savepoint is undone.
+        if idempotency_key:
+            existing = _existing_for_key(wallet_id=wallet_id, kind=kind, amount=amount, key=idempotency_key)
+            if existing is not None:
+                return existing
+        raise
+
+
+def wallet_grant(
+    *, wallet_id: int, amount: Decimal, description: str = "", idempotency_key: str | None = None
+) -> CreditTransaction:
+    amount = parse_credits(amount)
+    if amount <= 0:
+        raise LedgerError("a grant must be positive")
+    return _ledger_write(
+        wallet_id=wallet_id,
+        kind=CreditTransaction.Kind.GRANT,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        description=description,
+    )
+
+
+def wallet_debit(
+    *,
+    wallet_id: int,
+    amount: Decimal,
+    usage_event_id: int | None = None,
+    description: str = "",
+    idempotency_key: str | None = None,
+) -> CreditTransaction:
+    """Burn `amount` (> 0) credits. Observational billing: the balance may go negative."""
+    amount = parse_credits(amount)
+    if amount <= 0:
+        raise LedgerError("a debit amount must be positive")
+    return _ledger_write(
+        wallet_id=wallet_id,
+        kind=CreditTransaction.Kind.DEBIT,
+        amount=-amount,
+        usage_event_id=usage_event_id,
+        idempotency_key=idempotency_key,
+        description=description,
+    )
+
+
+def wallet_refund(
+    *, wallet_id: int, amount: Decimal, description: str = "", idempotency_key: str | None = None
+) -> CreditTransaction:
+    amount = parse_credits(amount)
+    if amount <= 0:
+        raise LedgerError("a refund must be positive")
+    return _ledger_write(
+        wallet_id=wallet_id,
+        kind=CreditTransaction.Kind.REFUND,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        description=description,
+    )
+
+
+def wallet_adjust(
+    *, wallet_id: int, amount: Decimal, description: str = "", idempotency_key: str | None = None
+) -> CreditTransaction:
+    """A signed correction by staff; zero is refused."""
+    amount = parse_credits(amount)
+    if amount == 0:
+        raise LedgerError("an adjustment cannot be zero")
+    return _ledger_write(
+        wallet_id=wallet_id,
+        kind=CreditTransaction.Kind.ADJUSTMENT,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        description=description,
+    )
+
+
+@dataclass(frozen=True)
+class DebitLine:
+    amount: Decimal
+    usage_event_id: int | None = None
+    description: str = ""
+
+
+def wallet_debit_many(*, wallet_id: int, lines: list[DebitLine]) -> list[CreditTransaction]:
+    """Several debits (one per metered call of a turn) with one wallet UPDATE.
+
+    Must run inside the caller's transaction: the wallet row is locked from
+    this UPDATE until that transaction commits, which is why the turn service
+    calls it last.
+    """
+    amounts = [parse_credits(line.amount) for line in lines]
+    if any(amount <= 0 for amount in amounts):
+        raise LedgerError("every debit amount must be positive")
+    if not amounts:
+        return []
+    total = sum(amounts, Decimal(0))
+    with transaction.atomic():
+        balance_after_all = _apply_to_wallet(wallet_id, delta=-total, granted=Decimal(0), burned=total)
+        running = balance_after_all + total
+        rows = []
+        for line, amount in zip(lines, amounts, strict=True):
+            running -= amount
+            rows.append(
+                CreditTransaction(
+                    wallet_id=wallet_id,
+                    kind=CreditTransaction.Kind.DEBIT,
+                    amount=-amount,
+                    balance_after=running,
+                    usage_event_id=line.usage_event_id,
+                    description=line.description[:255],
+                )
+            )
+        return CreditTransaction.objects.bulk_create(rows)
+
+
+def beta_grant_key(user_id: int) -> str:
+    return f"beta-grant:{user_id}"
+
+
+def wallet_get_or_create(*, user) -> CreditWallet:
+    """The user's wallet; a new one gets the beta grant exactly once."""
+    wallet = CreditWallet.objects.filter(user_id=user.pk).first()
+    if wallet is not None:
+        return wallet
+    try:
+        with transaction.atomic():
+            wallet = CreditWallet.objects.create(user_id=user.pk)
+            grant = settings.BETA_GRANT_CREDITS
+            if grant > 0:
+                wallet_grant(
+                    wallet_id=wallet.pk,
+                    amount=grant,
+                    description="Beta grant",
+                    idempotency_key=beta_grant_key(user.pk),
+                )
+    except IntegrityError:
+        # Another request created it between our read and our insert.
+        return CreditWallet.objects.get(user_id=user.pk)
+    wallet.refresh_from_db()
+    return wallet

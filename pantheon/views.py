@@ -1,0 +1,48 @@
+"""Project-level views: health check and friendly error pages."""
+
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
+from django.http import HttpRequest, JsonResponse
+
+from billing import meter
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    """200 when the database answers and no migration is pending, else 503."""
+    body: dict = {"database": "ok", "migrations": "ok"}
+    status = 200
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        if pending:
+            body["migrations"] = "pending"
+            body["pending"] = [f"{m.app_label}.{m.name}" for m, _ in pending]
+            status = 503
+    except DatabaseError as exc:
+        body = {"database": "unavailable", "detail": str(exc).splitlines()[0]}
+        status = 503
+    body["pricing_cache"] = meter.cache_state()
+    body["status"] = "ok" if status == 200 else "unavailable"
+    return JsonResponse(body, status=status)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None):
+    from django.shortcuts import render
+
+    if _wants_json(request):
+        return JsonResponse({"error": "not_found", "detail": "Not found."}, status=404)
+    return render(request, "errors/404.html", status=404)
+
+
+def server_error(request: HttpRequest):
+    from django.shortcuts import render
+
+    if _wants_json(request):
+        return JsonResponse({"error": "server_error", "detail": "Internal server error."}, status=500)
+    return render(request, "errors/500.html", status=500)
