@@ -10,3 +10,5 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/panthe
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("BETA_GRANT_CREDITS", "500")
+# Test servers speak plain HTTP on 127.0.0.1.
+os.environ.setdefault("SECURE_HTTPS", "false")
