@@ -65,15 +65,39 @@ def _load_snapshot() -> PricingSnapshot:
     )
 
 
-def reload_pricing_cache() -> PricingSnapshot:
-    """Read the active prices from the database and swap them in atomically."""
+def reload_pricing_cache(*, force: bool = False) -> PricingSnapshot:
+    """Read the active prices from the database and swap them in atomically.
+
+    `force` takes the database's state even if its edit sequence is lower than
+    ours (audit rows removed, database restored); only the safety-net check uses it.
+    """
     global _snapshot
     fresh = _load_snapshot()
     with _lock:
         # Never go backwards: a slow reload must not overwrite a newer edit.
-        if _snapshot is None or fresh.change_seq >= _snapshot.change_seq:
+        if force or _snapshot is None or fresh.change_seq >= _snapshot.change_seq:
             _snapshot = fresh
         return _snapshot
+
+
+def peek_pricing_snapshot() -> PricingSnapshot | None:
+    """The snapshot held now, or None when not loaded; never loads."""
+    return _snapshot
+
+
+def pricing_is_current(*, version_id: int | None, change_seq: int) -> bool:
+    """Whether the cache holds this active version and this edit sequence (no DB read)."""
+    snapshot = _snapshot
+    return snapshot is not None and snapshot.version_id == version_id and snapshot.change_seq == change_seq
+
+
+def _reinit_lock_after_fork() -> None:
+    # A lock held by another thread at fork time would stay locked forever in the child.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reinit_lock_after_fork)
 
 
 def clear_pricing_cache() -> None:

@@ -4,7 +4,7 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 
-from billing import meter
+from billing import meter, propagation
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -24,6 +24,18 @@ def healthz(request: HttpRequest) -> JsonResponse:
         body = {"database": "unavailable", "detail": str(exc).splitlines()[0]}
         status = 503
     body["pricing_cache"] = meter.cache_state()
+    body["pricing_listener"] = propagation.listener_state()
+    if status == 200:
+        # Lets an operator spot a stale worker: does this cache hold the database's newest edit?
+        try:
+            with connection.cursor() as cursor:
+                version_id, change_seq = propagation.database_pricing_state(cursor)
+            body["pricing_cache"]["database_change_seq"] = change_seq
+            body["pricing_cache"]["current"] = meter.pricing_is_current(
+                version_id=version_id, change_seq=change_seq
+            )
+        except DatabaseError:
+            body["pricing_cache"]["current"] = None
     body["status"] = "ok" if status == 200 else "unavailable"
     return JsonResponse(body, status=status)
 
