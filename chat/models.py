@@ -31,6 +31,8 @@ class Turn(models.Model):
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="turns")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="turns")
     content = models.TextField()
+    # Uploads the user attached to this turn (the agents may read them with the file tools).
+    files = models.ManyToManyField("UploadedFile", blank=True, related_name="turns")
     # Sum of the metered events' credits; what the wallet was debited for this turn.
     credits_burned = models.DecimalField(**CREDIT_DIGITS, default=0)
     created_at = models.DateTimeField(auto_now_add=True)

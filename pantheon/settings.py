@@ -116,6 +116,22 @@ STORAGES = {
     },
 }
 WHITENOISE_USE_FINDERS = True
+# Uploads go to S3 (django-storages, one boto3 connection per process) when a bucket is set.
+AWS_STORAGE_BUCKET_NAME = env("AWS_STORAGE_BUCKET_NAME", default="")
+if AWS_STORAGE_BUCKET_NAME:
+    STORAGES["default"] = {
+        "BACKEND": "chat.storage.SharedConnectionS3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": env("AWS_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env("AWS_S3_REGION_NAME", default="") or None,
+            "access_key": env("AWS_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env("AWS_SECRET_ACCESS_KEY", default="") or None,
+            # Upload names carry a random directory: no existence check (HEAD) needed.
+            "file_overwrite": True,
+            "default_acl": None,
+        },
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -170,6 +186,45 @@ ANTHROPIC_API_KEY = env("ANTHROPIC_API_KEY", default="")
 GOOGLE_API_KEY = env("GOOGLE_API_KEY", default="")
 DEEPSEEK_API_KEY = env("DEEPSEEK_API_KEY", default="")
 LLM_TIMEOUT_SECONDS = env.float("LLM_TIMEOUT_SECONDS", default=60.0)
+LLM_MAX_RETRIES = env.int("LLM_MAX_RETRIES", default=1)
+
+# --- Chat ---------------------------------------------------------------------
+# Model alias → (LangChain provider, provider model). An alias calls its provider
+# only when that provider's key is set; otherwise the built-in offline model answers.
+CHAT_MODEL_ALIASES = {
+    "gpt-4o": ("openai", "gpt-4o"),
+    "gpt-4o-mini": ("openai", "gpt-4o-mini"),
+    "claude-sonnet": ("anthropic", "claude-sonnet-4-5"),
+    "claude-haiku": ("anthropic", "claude-haiku-4-5"),
+    "gemini-pro": ("google_genai", "gemini-2.5-pro"),
+    "gemini-flash": ("google_genai", "gemini-2.5-flash"),
+    "deepseek": ("deepseek", "deepseek-chat"),
+    "default": ("openai", "gpt-4o-mini"),
+}
+# The alias whose (unmetered) call routes a turn in a multi-agent room.
+CHAT_MANAGER_ALIAS = env("CHAT_MANAGER_ALIAS", default="default")
+MAX_AGENTS_PER_ROOM = env.int("MAX_AGENTS_PER_ROOM", default=5)
+TURN_MAX_CONTENT_CHARS = env.int("TURN_MAX_CONTENT_CHARS", default=8000)
+TURN_MAX_FILES = env.int("TURN_MAX_FILES", default=5)
+# Model calls per agent per turn (tool rounds included); bounds a runaway tool loop.
+CHAT_MAX_AGENT_STEPS = env.int("CHAT_MAX_AGENT_STEPS", default=4)
+# Earlier turns given to the agents as context (one query, whatever the room's length).
+CHAT_HISTORY_TURNS = env.int("CHAT_HISTORY_TURNS", default=10)
+# Output tokens assumed per agent call when CREDIT_ENFORCEMENT=enforce estimates a turn.
+CREDIT_ESTIMATE_OUTPUT_TOKENS = env.int("CREDIT_ESTIMATE_OUTPUT_TOKENS", default=1000)
+# Idempotency-Key: a reservation whose worker died is taken over after the lease;
+# a duplicate waits this long for the first request before answering 409.
+IDEMPOTENCY_LEASE_SECONDS = env.int("IDEMPOTENCY_LEASE_SECONDS", default=300)
+IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=30.0)
+IDEMPOTENCY_KEY_TTL_HOURS = max(24, env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=48))
+UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
+UPLOAD_ALLOWED_CONTENT_TYPES = env.list(
+    "UPLOAD_ALLOWED_CONTENT_TYPES",
+    default=["text/plain", "text/csv", "text/markdown", "application/json", "application/pdf"],
+)
+# Characters of a file handed to a model by file_read / file_parse.
+FILE_READ_MAX_CHARS = env.int("FILE_READ_MAX_CHARS", default=20000)
+WEB_SEARCH_MAX_RESULTS = env.int("WEB_SEARCH_MAX_RESULTS", default=5)
 
 # --- Security (production) -----------------------------------------------------
 # HTTPS-only cookies, HSTS and the SSL redirect are on whenever DEBUG is off;

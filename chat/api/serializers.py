@@ -1,0 +1,98 @@
+"""Request validation and the documented response shapes of the chat API.
+
+Responses are built by `chat.payloads` (the turn response is also stored for
+idempotent replays); the output serializers here describe those shapes for
+the OpenAPI schema and are kept in step by tests/chat/test_api.py.
+"""
+
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = serializers.CharField()
+    detail = serializers.JSONField()
+
+
+class InsufficientCreditsSerializer(ErrorSerializer):
+    balance = serializers.DecimalField(max_digits=20, decimal_places=4)
+    estimated_credits = serializers.DecimalField(max_digits=20, decimal_places=4)
+
+
+class RoomCreateSerializer(serializers.Serializer):
+    title = serializers.CharField(max_length=200)
+    agents = serializers.ListField(
+        child=serializers.CharField(max_length=64), allow_empty=False, max_length=50
+    )
+
+
+class RoomSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    title = serializers.CharField()
+    agents = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class TurnCreateSerializer(serializers.Serializer):
+    # Length and emptiness are the service's rules (settings-driven); here only types.
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    model_alias = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
+    files = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=50)
+
+
+class MessageSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["user", "assistant"])
+    model_alias = serializers.CharField(allow_blank=True)
+    content = serializers.CharField()
+
+
+class UsageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    model_alias = serializers.CharField()
+    provider_model = serializers.CharField()
+    purpose = serializers.ChoiceField(choices=["agent", "manager", "summary"])
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    multiplier = serializers.DecimalField(max_digits=20, decimal_places=4)
+    pricing_version = serializers.CharField()
+    credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
+    metered = serializers.BooleanField()
+    latency_ms = serializers.IntegerField()
+
+
+class ToolCallSerializer(serializers.Serializer):
+    model_alias = serializers.CharField()
+    tool_name = serializers.CharField()
+    arguments = serializers.JSONField()
+    status = serializers.ChoiceField(choices=["ok", "error"])
+    error = serializers.CharField(allow_blank=True)
+    latency_ms = serializers.IntegerField()
+
+
+class TurnSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    room = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    files = serializers.ListField(child=serializers.IntegerField())
+    messages = MessageSerializer(many=True)
+    usage = UsageSerializer(many=True)
+    tool_calls = ToolCallSerializer(many=True)
+    credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
+
+
+class TurnResultSerializer(TurnSerializer):
+    balance = serializers.DecimalField(
+        max_digits=20, decimal_places=4, help_text="The wallet balance after this turn."
+    )
+
+
+class FileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True, use_url=False)
+
+
+class FileSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    size = serializers.IntegerField()
+    content_type = serializers.CharField()
+    created_at = serializers.DateTimeField()

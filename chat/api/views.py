@@ -1,0 +1,201 @@
+"""Thin views: validate the request shape, call one service or selector, render.
+
+Every lookup is scoped to `request.user`, so another user's room, turn or
+file is a 404, never a 403 that would confirm it exists.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from chat import payloads, selectors, services
+from chat.api import serializers as s
+from chat.errors import ChatError
+
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    description="Replays with the same key and body return the first response and charge nothing.",
+)
+ERRORS = {
+    400: s.ErrorSerializer,
+    401: s.ErrorSerializer,
+    404: s.ErrorSerializer,
+}
+
+
+def page_of(item: type[serializers.Serializer], name: str) -> serializers.Serializer:
+    """The schema of one cursor page: `{next, previous, results}`."""
+    return inline_serializer(
+        name=name,
+        fields={
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": item(many=True),
+        },
+    )
+
+
+class NewestFirst(CursorPagination):
+    ordering = "-id"
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class ChatView(GenericAPIView):
+    """Chat service errors (402, 404, 409, 413, 502, …) become `{"error", "detail", …}` JSON."""
+
+    pagination_class = NewestFirst
+
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, ChatError):
+            return Response(exc.as_dict(), status=exc.status_code)
+        return super().handle_exception(exc)
+
+    def paginated(self, queryset, render) -> Response:
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response([render(item) for item in page])
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Your rooms, newest first", responses={200: page_of(s.RoomSerializer, "RoomPage"), **ERRORS}
+    ),
+    post=extend_schema(
+        summary="Create a room", request=s.RoomCreateSerializer, responses={201: s.RoomSerializer, **ERRORS}
+    ),
+)
+class RoomListView(ChatView):
+    def get_queryset(self):
+        return selectors.room_list(user_id=self.request.user.pk)
+
+    def get(self, request: Request) -> Response:
+        return self.paginated(self.get_queryset(), payloads.room_payload)
+
+    def post(self, request: Request) -> Response:
+        body = s.RoomCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        room = services.room_create(owner=request.user, **body.validated_data)
+        return Response(payloads.room_payload(room), status=status.HTTP_201_CREATED)
+
+
+class RoomDetailView(ChatView):
+    @extend_schema(summary="One of your rooms", responses={200: s.RoomSerializer, **ERRORS})
+    def get(self, request: Request, pk: int) -> Response:
+        room = selectors.room_get(user_id=request.user.pk, room_id=pk)
+        if room is None:
+            raise NotFound("Room not found.")
+        return Response(payloads.room_payload(room))
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > 255 or not key.isascii() or not key.isprintable():
+        raise ValidationError({"Idempotency-Key": ["Use 1 to 255 printable ASCII characters."]})
+    return key
+
+
+class TurnListView(ChatView):
+    @extend_schema(
+        summary="A room's turns, newest first",
+        responses={200: page_of(s.TurnSerializer, "TurnPage"), **ERRORS},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        if selectors.room_get(user_id=request.user.pk, room_id=pk) is None:
+            raise NotFound("Room not found.")
+        turns = selectors.turn_list(user_id=request.user.pk, room_id=pk)
+        return self.paginated(turns, payloads.stored_turn_payload)
+
+    @extend_schema(
+        summary="Post a turn: the agents answer and every metered call is charged",
+        request=s.TurnCreateSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={
+            201: s.TurnResultSerializer,
+            **ERRORS,
+            402: OpenApiResponse(
+                s.InsufficientCreditsSerializer, description="CREDIT_ENFORCEMENT=enforce only"
+            ),
+            409: OpenApiResponse(s.ErrorSerializer, description="Idempotency-Key reused or still running"),
+            500: s.ErrorSerializer,
+            502: OpenApiResponse(
+                s.ErrorSerializer, description="A model provider failed; nothing was charged"
+            ),
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        key = _idempotency_key(request)
+        body = s.TurnCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcome = services.turn_post(
+            user=request.user,
+            room_id=pk,
+            content=body.validated_data["content"],
+            model_alias=body.validated_data.get("model_alias"),
+            file_ids=body.validated_data.get("files"),
+            idempotency_key=key,
+        )
+        headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+        return Response(outcome.payload, status=status.HTTP_201_CREATED, headers=headers)
+
+
+@extend_schema_view(
+    get=extend_schema(
+        summary="Your uploads, newest first", responses={200: page_of(s.FileSerializer, "FilePage"), **ERRORS}
+    ),
+    post=extend_schema(
+        summary="Upload a file (multipart, field `file`)",
+        request={"multipart/form-data": s.FileUploadSerializer},
+        responses={201: s.FileSerializer, **ERRORS, 413: s.ErrorSerializer},
+    ),
+)
+class FileListView(ChatView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        return selectors.file_list(user_id=self.request.user.pk)
+
+    def get(self, request: Request) -> Response:
+        return self.paginated(self.get_queryset(), payloads.file_payload)
+
+    def post(self, request: Request) -> Response:
+        # Refuse an oversized body before reading it.
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if declared > settings.UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD_BYTES:
+            return Response(
+                {"error": "file_too_large", "detail": f"The limit is {settings.UPLOAD_MAX_BYTES} bytes."},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        body = s.FileUploadSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        uploaded = services.file_upload(owner=request.user, upload=body.validated_data["file"])
+        return Response(payloads.file_payload(uploaded), status=status.HTTP_201_CREATED)
+
+
+class FileDetailView(ChatView):
+    @extend_schema(summary="One of your uploads", responses={200: s.FileSerializer, **ERRORS})
+    def get(self, request: Request, pk: int) -> Response:
+        uploaded = selectors.file_get(user_id=request.user.pk, file_id=pk)
+        if uploaded is None:
+            raise NotFound("File not found.")
+        return Response(payloads.file_payload(uploaded))

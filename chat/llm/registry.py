@@ -1,0 +1,68 @@
+"""Alias → chat model. A provider is used only when its API key is set.
+
+`settings.CHAT_MODEL_ALIASES` maps an alias to (LangChain provider, provider
+model). Models are built once per process and configuration and reused: the
+provider clients keep their HTTP connection pools between turns.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from django.conf import settings
+from langchain.chat_models import init_chat_model
+from langchain_core.language_models import BaseChatModel
+
+from chat.llm.offline import OfflineChatModel
+
+DEFAULT_ALIAS = "default"
+OFFLINE = "offline"
+# Which setting holds each provider's key.
+PROVIDER_KEY_SETTINGS = {
+    "openai": "OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "google_genai": "GOOGLE_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    alias: str
+    provider: str
+    # What the usage row records, e.g. "openai/gpt-4o" or "offline/gpt-4o".
+    provider_model: str
+    chat_model: BaseChatModel
+
+
+def known_aliases() -> set[str]:
+    return set(settings.CHAT_MODEL_ALIASES)
+
+
+def resolve(alias: str) -> ResolvedModel:
+    table = settings.CHAT_MODEL_ALIASES
+    provider, model = table.get(alias) or table[DEFAULT_ALIAS]
+    api_key = getattr(settings, PROVIDER_KEY_SETTINGS.get(provider, ""), "")
+    if not api_key:
+        return ResolvedModel(alias, OFFLINE, f"{OFFLINE}/{alias}", _offline_model(alias))
+    base_url = settings.OPENAI_BASE_URL if provider == "openai" else ""
+    chat_model = _provider_model(
+        provider, model, api_key, base_url, settings.LLM_TIMEOUT_SECONDS, settings.LLM_MAX_RETRIES
+    )
+    return ResolvedModel(alias, provider, f"{provider}/{model}", chat_model)
+
+
+@functools.lru_cache(maxsize=64)
+def _offline_model(alias: str) -> OfflineChatModel:
+    return OfflineChatModel(alias=alias)
+
+
+@functools.lru_cache(maxsize=64)
+def _provider_model(
+    provider: str, model: str, api_key: str, base_url: str, timeout: float, max_retries: int
+) -> BaseChatModel:
+    options: dict = {"api_key": api_key, "timeout": timeout, "max_retries": max_retries}
+    if base_url:
+        options["base_url"] = base_url
+    return init_chat_model(model, model_provider=provider, **options)

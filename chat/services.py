@@ -1,0 +1,493 @@
+"""Chat writes: rooms, uploads and the metered turn.
+
+A turn is all-or-nothing. Routing, agents and tools run first, outside any
+transaction and without any lock; then one `transaction.atomic()` writes the
+turn, its messages, its usage and tool events and, last, one debit per metered
+call (`wallet_debit_many`, whose wallet UPDATE holds the row lock only until
+the commit a few statements later). Any failure before or during that commit
+leaves nothing behind and charges nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import mimetypes
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile as UploadedContent
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import get_valid_filename
+
+from billing.meter import DEFAULT_ALIAS, credits_for, get_pricing_snapshot
+from billing.selectors import wallet_for_user
+from billing.services import DebitLine, wallet_debit_many, wallet_get_or_create
+from chat import llm, payloads, selectors, storage
+from chat.errors import (
+    IdempotencyInProgress,
+    IdempotencyMismatch,
+    InsufficientCredits,
+    NotFound,
+    UploadTooLarge,
+)
+from chat.llm import AgentAnswer, ChatLine, Routing
+from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn, TurnIdempotencyKey, UploadedFile
+from chat.tools import tools_for_turn
+
+logger = logging.getLogger(__name__)
+
+
+# --- Rooms ---------------------------------------------------------------------
+
+
+def agent_aliases() -> list[str]:
+    """Aliases a room may invite: priced in the active version, mapped to a model, not `default`."""
+    priced = get_pricing_snapshot().multipliers
+    return sorted(alias for alias in priced if alias != DEFAULT_ALIAS and alias in llm.known_aliases())
+
+
+def room_create(*, owner, title: str, agents: list[str]) -> Room:
+    errors: dict[str, list[str]] = {}
+    title = (title or "").strip()
+    if not title:
+        errors["title"] = ["Give the room a title."]
+    elif len(title) > Room._meta.get_field("title").max_length:
+        errors["title"] = ["The title is too long."]
+    choosable = agent_aliases()
+    if not agents:
+        errors["agents"] = ["Invite at least one agent."]
+    elif len(agents) > settings.MAX_AGENTS_PER_ROOM:
+        errors["agents"] = [f"A room has at most {settings.MAX_AGENTS_PER_ROOM} agents."]
+    elif len(set(agents)) != len(agents):
+        errors["agents"] = ["Each agent can be invited once."]
+    elif unknown := [alias for alias in agents if alias not in choosable]:
+        errors["agents"] = [
+            f"Unknown model alias(es): {', '.join(unknown)}. Choose from: {', '.join(choosable)}."
+        ]
+    if errors:
+        raise ValidationError(errors)
+    return Room.objects.create(owner=owner, title=title, agents=list(agents))
+
+
+# --- Uploads -------------------------------------------------------------------
+
+
+def _checked_upload(upload: UploadedContent) -> tuple[str, str]:
+    """(safe file name, content type) of an acceptable upload; 400 or 413 otherwise."""
+    if upload.size > settings.UPLOAD_MAX_BYTES:
+        raise UploadTooLarge(
+            f"The file is {upload.size} bytes; the limit is {settings.UPLOAD_MAX_BYTES} bytes.",
+            max_bytes=settings.UPLOAD_MAX_BYTES,
+        )
+    if upload.size == 0:
+        raise ValidationError({"file": ["The file is empty."]})
+    name = get_valid_filename((upload.name or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1]) or "upload"
+    name = name[-200:]
+    declared = (upload.content_type or "").split(";")[0].strip().lower()
+    guessed = mimetypes.guess_type(name)[0] or ""
+    allowed = settings.UPLOAD_ALLOWED_CONTENT_TYPES
+    content_type = declared if declared in allowed else guessed
+    if content_type not in allowed:
+        shown = declared or guessed or "unknown"
+        raise ValidationError({"file": [f"Unsupported file type {shown!r}. Allowed: {', '.join(allowed)}."]})
+    return name, content_type
+
+
+def _storage_name(owner_id: int, name: str) -> str:
+    # A random directory per upload: names never collide and never need a lookup.
+    return f"uploads/{owner_id}/{uuid.uuid4().hex}/{name}"
+
+
+def file_upload(*, owner, upload: UploadedContent) -> UploadedFile:
+    """Store an upload (network I/O, no transaction open) then record it."""
+    name, content_type = _checked_upload(upload)
+    stored = storage.upload_storage().save(_storage_name(owner.pk, name), upload)
+    try:
+        return UploadedFile.objects.create(
+            owner=owner, file=stored, name=name, size=upload.size, content_type=content_type
+        )
+    except DatabaseError:
+        storage.upload_storage().delete(stored)
+        raise
+
+
+async def afile_upload(*, owner, upload: UploadedContent) -> UploadedFile:
+    """`file_upload` for async code: the blocking storage write runs in a worker thread."""
+    name, content_type = _checked_upload(upload)
+    stored = await storage.asave(_storage_name(owner.pk, name), upload)
+    return await UploadedFile.objects.acreate(
+        owner=owner, file=stored, name=name, size=upload.size, content_type=content_type
+    )
+
+
+# --- Turns ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    room: Room
+    content: str
+    model_alias: str | None
+    files: list[UploadedFile]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    payload: dict
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class Reservation:
+    key_id: int
+    # Our lease; the key row is ours only while it still holds this exact value.
+    locked_until: object
+
+
+class ReservationLost(Exception):
+    """Our stale reservation was taken over by another request; it runs the turn."""
+
+
+def _validate_turn(
+    *, user, room_id: int, content: object, model_alias: object, file_ids: object
+) -> TurnRequest:
+    room = selectors.room_get(user_id=user.pk, room_id=room_id)
+    if room is None:
+        raise NotFound("Room not found.")
+    errors: dict[str, list[str]] = {}
+    content = content.strip() if isinstance(content, str) else ""
+    if not content:
+        errors["content"] = ["Write a message."]
+    elif len(content) > settings.TURN_MAX_CONTENT_CHARS:
+        errors["content"] = [f"A message has at most {settings.TURN_MAX_CONTENT_CHARS} characters."]
+    alias = model_alias or None
+    if alias is not None and (not isinstance(alias, str) or alias not in llm.known_aliases()):
+        errors["model_alias"] = [f"Unknown model alias {alias!r}."]
+    elif alias is not None and alias not in room.agents:
+        errors["model_alias"] = [f"{alias} is not an agent of this room ({', '.join(room.agents)})."]
+    ids = list(dict.fromkeys(file_ids or []))
+    files: list[UploadedFile] = []
+    if len(ids) > settings.TURN_MAX_FILES:
+        errors["files"] = [f"Attach at most {settings.TURN_MAX_FILES} files."]
+    elif ids:
+        found = selectors.files_by_id(user_id=user.pk, file_ids=ids)
+        missing = [str(file_id) for file_id in ids if file_id not in found]
+        if missing:
+            errors["files"] = [f"File(s) not found: {', '.join(missing)}."]
+        files = [found[file_id] for file_id in ids if file_id in found]
+    if errors:
+        raise ValidationError(errors)
+    body = {"content": content, "model_alias": alias, "files": ids}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    fingerprint = hashlib.sha256(f"{room.pk}:{canonical}".encode()).hexdigest()
+    return TurnRequest(room=room, content=content, model_alias=alias, files=files, fingerprint=fingerprint)
+
+
+def _estimate_credits(request: TurnRequest, history: list[ChatLine], prompt: str) -> Decimal:
+    """Upper-bound guess of a turn's cost for the enforcement gate: every candidate agent answers."""
+    snapshot = get_pricing_snapshot()
+    agents = [request.model_alias] if request.model_alias else list(request.room.agents)
+    input_tokens = llm.count_tokens(prompt) + sum(llm.count_tokens(line.content) for line in history)
+    output_tokens = settings.CREDIT_ESTIMATE_OUTPUT_TOKENS
+    return sum(
+        (credits_for(input_tokens, output_tokens, snapshot.multiplier_for(alias)) for alias in agents),
+        Decimal(0),
+    )
+
+
+def _reserve_key(*, user, key: str, fingerprint: str) -> tuple[Reservation | None, dict | None]:
+    """Reserve `key` for this request (committed at once) or return the stored response.
+
+    A duplicate that finds the key pending polls until the first request
+    finishes (then replays its response), fails (then runs the turn itself),
+    or its lease expires (then takes it over); after IDEMPOTENCY_WAIT_SECONDS
+    it answers 409 "in progress".
+    """
+    deadline = time.monotonic() + settings.IDEMPOTENCY_WAIT_SECONDS
+    delay = 0.02
+    while True:
+        now = timezone.now()
+        lease = now + timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS)
+        try:
+            with transaction.atomic():
+                row, created = TurnIdempotencyKey.objects.get_or_create(
+                    user_id=user.pk,
+                    key=key,
+                    defaults={"request_fingerprint": fingerprint, "locked_until": lease},
+                )
+        except IntegrityError:
+            # The winner's row vanished between our insert and our read: try again.
+            row, created = None, False
+        if row is None:
+            pass
+        elif created:
+            return Reservation(row.pk, row.locked_until), None
+        elif row.request_fingerprint != fingerprint:
+            raise IdempotencyMismatch("This Idempotency-Key was already used with a different request.")
+        elif row.status == TurnIdempotencyKey.Status.DONE:
+            return None, row.response
+        elif row.locked_until <= now:
+            # The first request's worker died: take the key over, atomically, once.
+            taken = TurnIdempotencyKey.objects.filter(
+                pk=row.pk, status=TurnIdempotencyKey.Status.PENDING, locked_until=row.locked_until
+            ).update(locked_until=lease)
+            if taken:
+                return Reservation(row.pk, lease), None
+        if time.monotonic() >= deadline:
+            raise IdempotencyInProgress(
+                "A request with this Idempotency-Key is still running; retry shortly."
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
+def _release_key(reservation: Reservation) -> None:
+    """Forget a failed request's reservation so a retry can run the turn."""
+    try:
+        TurnIdempotencyKey.objects.filter(
+            pk=reservation.key_id,
+            status=TurnIdempotencyKey.Status.PENDING,
+            locked_until=reservation.locked_until,
+        ).delete()
+    except DatabaseError:
+        # The lease expires on its own; a retry then takes the key over.
+        logger.warning("could not release idempotency key %s", reservation.key_id)
+
+
+def idempotency_keys_purge(*, older_than_hours: int | None = None) -> int:
+    """Delete keys older than IDEMPOTENCY_KEY_TTL_HOURS (never less than 24 h)."""
+    hours = max(24, older_than_hours or settings.IDEMPOTENCY_KEY_TTL_HOURS)
+    deleted, _ = TurnIdempotencyKey.objects.filter(
+        created_at__lt=timezone.now() - timedelta(hours=hours)
+    ).delete()
+    return deleted
+
+
+def _run_models(
+    *, user, request: TurnRequest, history: list[ChatLine], prompt: str
+) -> tuple[Routing | None, list[AgentAnswer]]:
+    """Routing, agents and tools: network I/O only, no transaction, no lock."""
+    room_agents = list(request.room.agents)
+    routing = None
+    if request.model_alias:
+        agents = [request.model_alias]
+    elif len(room_agents) == 1:
+        agents = room_agents
+    else:
+        routing = llm.route_turn(content=request.content, agents=room_agents)
+        agents = routing.agents
+    tools = tools_for_turn(user_id=user.pk)
+    answers = [
+        llm.run_agent(alias=alias, agents=room_agents, history=history, prompt=prompt, tools=tools)
+        for alias in agents
+    ]
+    return routing, answers
+
+
+def _commit_turn(
+    *,
+    user,
+    wallet_id: int,
+    request: TurnRequest,
+    routing: Routing | None,
+    answers: list[AgentAnswer],
+    reservation: Reservation | None,
+) -> dict:
+    """Write the turn and everything it caused, debits last; return the response payload."""
+    # Priced now, at commit: the multiplier in force when the turn is charged.
+    snapshot = get_pricing_snapshot()
+    calls = ([routing.llm_call] if routing else []) + [call for a in answers for call in a.llm_calls]
+    room = request.room
+    events = []
+    for call in calls:
+        metered = call.purpose != LLMCallEvent.Purpose.MANAGER
+        multiplier = snapshot.multiplier_for(call.model_alias)
+        events.append(
+            LLMCallEvent(
+                user_id=user.pk,
+                room_id=room.pk,
+                model_alias=call.model_alias,
+                provider_model=call.provider_model,
+                purpose=call.purpose,
+                input_tokens=call.input_tokens,
+                output_tokens=call.output_tokens,
+                multiplier=multiplier,
+                pricing_version=snapshot.version,
+                credits_burned=(
+                    credits_for(call.input_tokens, call.output_tokens, multiplier) if metered else Decimal(0)
+                ),
+                metered=metered,
+                latency_ms=call.latency_ms,
+            )
+        )
+    tool_events = [
+        ToolCallEvent(
+            user_id=user.pk,
+            room_id=room.pk,
+            model_alias=record.model_alias,
+            tool_name=record.tool_name,
+            arguments=record.arguments,
+            status=record.status,
+            error=record.error[:2000],
+            latency_ms=record.latency_ms,
+        )
+        for answer in answers
+        for record in answer.tool_calls
+    ]
+    credits_burned = sum((event.credits_burned for event in events), Decimal(0))
+
+    with transaction.atomic():
+        turn = Turn.objects.create(
+            room=room, user_id=user.pk, content=request.content, credits_burned=credits_burned
+        )
+        if request.files:
+            Turn.files.through.objects.bulk_create(
+                [Turn.files.through(turn_id=turn.pk, uploadedfile_id=f.pk) for f in request.files]
+            )
+        messages = [Message(turn=turn, position=0, role=Message.Role.USER, content=request.content)]
+        messages += [
+            Message(
+                turn=turn,
+                position=position,
+                role=Message.Role.ASSISTANT,
+                model_alias=a.model_alias,
+                content=a.content,
+            )
+            for position, a in enumerate(answers, start=1)
+        ]
+        Message.objects.bulk_create(messages)
+        for event in [*events, *tool_events]:
+            event.turn = turn
+        LLMCallEvent.objects.bulk_create(events)
+        if tool_events:
+            ToolCallEvent.objects.bulk_create(tool_events)
+        lines = [
+            DebitLine(
+                amount=e.credits_burned, usage_event_id=e.pk, description=f"{e.model_alias} · turn {turn.pk}"
+            )
+            for e in events
+            if e.metered and e.credits_burned > 0  # a debit is strictly negative: 0 credits, no row
+        ]
+        if lines:
+            balance = wallet_debit_many(wallet_id=wallet_id, lines=lines)[-1].balance_after
+        else:
+            balance = wallet_for_user(user=user).balance
+        payload = payloads.turn_payload(
+            turn,
+            messages=messages,
+            llm_calls=events,
+            tool_calls=tool_events,
+            file_ids=[f.pk for f in request.files],
+            balance=balance,
+        )
+        if reservation is not None:
+            # Stored with the turn, so a replay answers exactly this; one UPDATE by key.
+            claimed = TurnIdempotencyKey.objects.filter(
+                pk=reservation.key_id,
+                status=TurnIdempotencyKey.Status.PENDING,
+                locked_until=reservation.locked_until,
+            ).update(status=TurnIdempotencyKey.Status.DONE, turn=turn, response=payload)
+            if not claimed:
+                raise ReservationLost()
+    return payload
+
+
+def _run_turn(*, user, request: TurnRequest, reservation: Reservation | None) -> dict:
+    wallet = wallet_get_or_create(user=user)
+    history = [
+        ChatLine(role=role, model_alias=alias, content=content)
+        for role, alias, content in selectors.room_recent_messages(
+            room_id=request.room.pk, turns=settings.CHAT_HISTORY_TURNS
+        )
+    ]
+    attachments = [
+        llm.attachment_line(file_id=f.pk, name=f.name, content_type=f.content_type, size=f.size)
+        for f in request.files
+    ]
+    prompt = llm.user_prompt(request.content, attachments)
+    if settings.CREDIT_ENFORCEMENT == "enforce":
+        estimated = _estimate_credits(request, history, prompt)
+        if wallet.balance < estimated:
+            raise InsufficientCredits(balance=wallet.balance, estimated_credits=estimated)
+    routing, answers = _run_models(user=user, request=request, history=history, prompt=prompt)
+    return _commit_turn(
+        user=user,
+        wallet_id=wallet.pk,
+        request=request,
+        routing=routing,
+        answers=answers,
+        reservation=reservation,
+    )
+
+
+def turn_post(
+    *,
+    user,
+    room_id: int,
+    content: str,
+    model_alias: str | None = None,
+    file_ids: list[int] | None = None,
+    idempotency_key: str | None = None,
+) -> TurnOutcome:
+    """Post a turn: route, run the agents and their tools, then commit and charge once.
+
+    With an `idempotency_key` (scoped to the user) a replay of the same body
+    returns the first response and charges nothing; a different body is 409.
+    """
+    started = time.monotonic()
+    try:
+        request = _validate_turn(
+            user=user, room_id=room_id, content=content, model_alias=model_alias, file_ids=file_ids
+        )
+        if idempotency_key is None:
+            outcome = TurnOutcome(_run_turn(user=user, request=request, reservation=None), replayed=False)
+        else:
+            outcome = _run_idempotent(user=user, request=request, key=idempotency_key)
+    except Exception as exc:
+        logger.info(
+            "turn failed user=%s room=%s error=%s latency_ms=%d",
+            user.pk,
+            room_id,
+            getattr(exc, "code", type(exc).__name__),
+            (time.monotonic() - started) * 1000,
+        )
+        raise
+    payload = outcome.payload
+    logger.info(
+        "turn %s user=%s room=%s turn=%s agents=%s llm_calls=%d tool_calls=%d credits=%s balance=%s "
+        "latency_ms=%d",
+        "replayed" if outcome.replayed else "committed",
+        user.pk,
+        payload["room"],
+        payload["id"],
+        ",".join(m["model_alias"] for m in payload["messages"] if m["role"] == "assistant"),
+        len(payload["usage"]),
+        len(payload["tool_calls"]),
+        payload["credits_burned"],
+        payload["balance"],
+        (time.monotonic() - started) * 1000,
+    )
+    return outcome
+
+
+def _run_idempotent(*, user, request: TurnRequest, key: str) -> TurnOutcome:
+    while True:
+        reservation, stored = _reserve_key(user=user, key=key, fingerprint=request.fingerprint)
+        if stored is not None:
+            return TurnOutcome(stored, replayed=True)
+        try:
+            return TurnOutcome(_run_turn(user=user, request=request, reservation=reservation), replayed=False)
+        except ReservationLost:
+            continue  # another request owns the key now; wait for its response
+        except BaseException:
+            _release_key(reservation)
+            raise

@@ -1,0 +1,79 @@
+"""Chat test fixtures: offline by default, uploads on a temporary disk, fake providers on demand."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from rest_framework.test import APIClient
+
+from tests.chat.helpers import logged_in
+from tests.factories import UserFactory
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_tavily import FakeTavily
+
+FAKE_OPENAI_KEY = "sk-test-openai-not-a-real-key"
+FAKE_TAVILY_KEY = "tvly-test-not-a-real-key"
+PROVIDER_SETTINGS = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "ANTHROPIC_API_KEY",
+    "GOOGLE_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "TAVILY_API_KEY",
+)
+
+
+@pytest.fixture(autouse=True)
+def _offline_local_disk(settings, tmp_path):
+    """No provider keys (offline model everywhere) and uploads under a temporary MEDIA_ROOT."""
+    for name in PROVIDER_SETTINGS:
+        setattr(settings, name, "")
+    settings.CREDIT_ENFORCEMENT = "observe"
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    }
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def other_user(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def api(user) -> APIClient:
+    return logged_in(user)
+
+
+@pytest.fixture
+def openai_server(settings) -> Callable[..., FakeOpenAI]:
+    """Start a local OpenAI-compatible server and point the `openai` provider at it."""
+    started: list[FakeOpenAI] = []
+
+    def start(**options) -> FakeOpenAI:
+        server = FakeOpenAI(**options).__enter__()
+        started.append(server)
+        settings.OPENAI_API_KEY = FAKE_OPENAI_KEY
+        settings.OPENAI_BASE_URL = server.base_url
+        settings.LLM_MAX_RETRIES = 0
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def tavily_server(settings) -> FakeTavily:
+    """A local Tavily-protocol server; web search is enabled and pointed at it."""
+    with FakeTavily(api_key=FAKE_TAVILY_KEY) as server:
+        settings.TAVILY_API_KEY = FAKE_TAVILY_KEY
+        settings.TAVILY_BASE_URL = server.url
+        yield server
