@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import DecimalField, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, TruncDate
+from django.utils import timezone
 
-from billing.models import CreditTransaction, CreditWallet
+from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingVersion
 
 ZERO = Value(Decimal(0), output_field=DecimalField(max_digits=20, decimal_places=4))
 
@@ -70,3 +72,173 @@ def ledger_drifts(*, chunk_size: int = 2000) -> Iterator[tuple[CreditWallet, lis
 
 def wallet_for_user(*, user) -> CreditWallet | None:
     return CreditWallet.objects.filter(user_id=user.pk).first()
+
+
+# --- Usage, ledger and pricing reads for the API ------------------------------------
+#
+# Lists are keyset-paginated, newest first: a page is "the `limit` rows just older
+# (or newer) than a position", answered from the (user, -created_at, -id) and
+# (user, model_alias, -created_at, -id) usage indexes and the (wallet, -id) ledger
+# index, so page 10 000 costs what page 1 costs.
+
+USAGE_GROUPS = ("day", "model")
+
+
+@dataclass(frozen=True)
+class KeysetPage:
+    rows: list
+    # More rows exist beyond this page in the direction of travel.
+    has_more: bool
+
+
+def usage_queryset(
+    *,
+    user,
+    model_alias: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> QuerySet:
+    """The user's usage events; `since` inclusive, `until` exclusive."""
+    from chat.models import LLMCallEvent
+
+    rows = LLMCallEvent.objects.filter(user_id=user.pk)
+    if model_alias:
+        rows = rows.filter(model_alias=model_alias)
+    if since is not None:
+        rows = rows.filter(created_at__gte=since)
+    if until is not None:
+        rows = rows.filter(created_at__lt=until)
+    return rows
+
+
+def _usage_keyset(rows: QuerySet, *, after: tuple[datetime, int] | None, newer: bool) -> QuerySet:
+    if after is None:
+        return rows
+    created_at, pk = after
+    if newer:
+        # The plain range bound lets the planner start the index scan at the position.
+        return rows.filter(created_at__gte=created_at).filter(
+            Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=pk)
+        )
+    return rows.filter(created_at__lte=created_at).filter(
+        Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk)
+    )
+
+
+def usage_list(
+    *,
+    user,
+    limit: int,
+    model_alias: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    older_than: tuple[datetime, int] | None = None,
+    newer_than: tuple[datetime, int] | None = None,
+) -> KeysetPage:
+    """One page of usage events, newest first, just older (or newer) than a (created_at, id)."""
+    rows = usage_queryset(user=user, model_alias=model_alias, since=since, until=until)
+    if newer_than is not None:
+        found = list(
+            _usage_keyset(rows, after=newer_than, newer=True).order_by("created_at", "id")[: limit + 1]
+        )
+        return KeysetPage(rows=found[:limit][::-1], has_more=len(found) > limit)
+    found = list(
+        _usage_keyset(rows, after=older_than, newer=False).order_by("-created_at", "-id")[: limit + 1]
+    )
+    return KeysetPage(rows=found[:limit], has_more=len(found) > limit)
+
+
+def usage_iter(
+    *,
+    user,
+    model_alias: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    batch_size: int = 2000,
+) -> Iterator:
+    """Every matching usage event, newest first, in keyset batches (for CSV export).
+
+    Batches instead of one server-side cursor: no transaction or cursor stays
+    open while a slow client reads the stream.
+    """
+    position = None
+    while True:
+        page = usage_list(
+            user=user,
+            limit=batch_size,
+            model_alias=model_alias,
+            since=since,
+            until=until,
+            older_than=position,
+        )
+        yield from page.rows
+        if not page.has_more:
+            return
+        last = page.rows[-1]
+        position = (last.created_at, last.pk)
+
+
+def usage_summary(
+    *,
+    user,
+    group_by: Sequence[str],
+    model_alias: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict]:
+    """Calls, tokens and credits per day (in TIME_ZONE) and/or per model, oldest day first."""
+    unknown = set(group_by) - set(USAGE_GROUPS)
+    if unknown or not group_by:
+        raise ValueError(f"group_by must be made of {USAGE_GROUPS}")
+    keys = ["day" if key == "day" else "model_alias" for key in group_by]
+    rows = usage_queryset(user=user, model_alias=model_alias, since=since, until=until)
+    if "day" in keys:
+        rows = rows.annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
+    return list(
+        rows.values(*keys)
+        .annotate(
+            calls=Count("id"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            credits_burned=Sum("credits_burned"),
+        )
+        .order_by(*keys)
+    )
+
+
+def transaction_list(
+    *,
+    user,
+    limit: int,
+    older_than: int | None = None,
+    newer_than: int | None = None,
+) -> KeysetPage:
+    """One page of the user's ledger, newest first (ledger order is id order)."""
+    wallet_id = CreditWallet.objects.filter(user_id=user.pk).values_list("id", flat=True).first()
+    if wallet_id is None:
+        return KeysetPage(rows=[], has_more=False)
+    rows = CreditTransaction.objects.filter(wallet_id=wallet_id)
+    if newer_than is not None:
+        found = list(rows.filter(id__gt=newer_than).order_by("id")[: limit + 1])
+        return KeysetPage(rows=found[:limit][::-1], has_more=len(found) > limit)
+    if older_than is not None:
+        rows = rows.filter(id__lt=older_than)
+    found = list(rows.order_by("-id")[: limit + 1])
+    return KeysetPage(rows=found[:limit], has_more=len(found) > limit)
+
+
+def pricing_list() -> tuple[PricingVersion | None, list[ModelPricing]]:
+    """The active pricing version and its multipliers, by alias (read from the database)."""
+    version = PricingVersion.objects.filter(is_active=True).first()
+    if version is None:
+        return None, []
+    return version, list(ModelPricing.objects.filter(pricing_version=version).order_by("model_alias"))
+
+
+def pricing_get(*, model_alias: str) -> ModelPricing | None:
+    """One alias of the active version, or None."""
+    return (
+        ModelPricing.objects.filter(pricing_version__is_active=True, model_alias=model_alias)
+        .select_related("pricing_version")
+        .first()
+    )

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "knox",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "billing",
     "chat",
@@ -158,6 +159,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI is served from our own static files (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 # Tokens are stored hashed by knox; they expire and logout revokes them.
 REST_KNOX = {
@@ -176,6 +181,8 @@ if CREDIT_ENFORCEMENT not in ("observe", "enforce"):
 ALLOW_SIGNUP = env.bool("ALLOW_SIGNUP", default=True)
 # Seconds between the safety-net checks that the multiplier cache is current.
 PRICING_VERSION_CHECK_SECONDS = env.float("PRICING_VERSION_CHECK_SECONDS", default=5.0)
+# The per-process LISTEN/NOTIFY thread (PostgreSQL only) started by pantheon/wsgi.py.
+PRICING_LISTENER_ENABLED = env.bool("PRICING_LISTENER_ENABLED", default=True)
 
 # --- Providers and tools -----------------------------------------------------
 TAVILY_API_KEY = env("TAVILY_API_KEY", default="")
@@ -237,8 +244,6 @@ CSRF_COOKIE_SECURE = SECURE_HTTPS
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000) if SECURE_HTTPS else 0
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HTTPS
 SECURE_HSTS_PRELOAD = SECURE_HTTPS
-# The per-process LISTEN/NOTIFY thread (PostgreSQL only) started by pantheon/wsgi.py.
-PRICING_LISTENER_ENABLED = env.bool("PRICING_LISTENER_ENABLED", default=True)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
