@@ -186,10 +186,15 @@ def _validate_turn(
         files = [found[file_id] for file_id in ids if file_id in found]
     if errors:
         raise ValidationError(errors)
-    body = {"content": content, "model_alias": alias, "files": ids}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    fingerprint = hashlib.sha256(f"{room.pk}:{canonical}".encode()).hexdigest()
+    fingerprint = turn_fingerprint(room_id=room.pk, content=content, model_alias=alias, file_ids=ids)
     return TurnRequest(room=room, content=content, model_alias=alias, files=files, fingerprint=fingerprint)
+
+
+def turn_fingerprint(*, room_id: int, content: str, model_alias: str | None, file_ids: list[int]) -> str:
+    """sha256 of the room id and the canonical JSON of the (normalized) request body."""
+    body = {"content": content, "model_alias": model_alias or None, "files": list(file_ids)}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(f"{room_id}:{canonical}".encode()).hexdigest()
 
 
 def _estimate_credits(request: TurnRequest, history: list[ChatLine], prompt: str) -> Decimal:

@@ -7,10 +7,7 @@ the OpenAPI schema and are kept in step by tests/chat/test_api.py.
 
 from rest_framework import serializers
 
-
-class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    detail = serializers.JSONField()
+from accounts.api.serializers import ErrorSerializer
 
 
 class InsufficientCreditsSerializer(ErrorSerializer):

@@ -76,10 +76,15 @@ class ChatView(GenericAPIView):
 
 @extend_schema_view(
     get=extend_schema(
-        summary="Your rooms, newest first", responses={200: page_of(s.RoomSerializer, "RoomPage"), **ERRORS}
+        operation_id="rooms_list",
+        summary="Your rooms, newest first",
+        responses={200: page_of(s.RoomSerializer, "RoomPage"), **ERRORS},
     ),
     post=extend_schema(
-        summary="Create a room", request=s.RoomCreateSerializer, responses={201: s.RoomSerializer, **ERRORS}
+        operation_id="rooms_create",
+        summary="Create a room",
+        request=s.RoomCreateSerializer,
+        responses={201: s.RoomSerializer, **ERRORS},
     ),
 )
 class RoomListView(ChatView):
@@ -97,7 +102,11 @@ class RoomListView(ChatView):
 
 
 class RoomDetailView(ChatView):
-    @extend_schema(summary="One of your rooms", responses={200: s.RoomSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="rooms_retrieve",
+        summary="One of your rooms",
+        responses={200: s.RoomSerializer, **ERRORS},
+    )
     def get(self, request: Request, pk: int) -> Response:
         room = selectors.room_get(user_id=request.user.pk, room_id=pk)
         if room is None:
@@ -117,6 +126,7 @@ def _idempotency_key(request: Request) -> str | None:
 
 class TurnListView(ChatView):
     @extend_schema(
+        operation_id="rooms_turns_list",
         summary="A room's turns, newest first",
         responses={200: page_of(s.TurnSerializer, "TurnPage"), **ERRORS},
     )
@@ -127,6 +137,7 @@ class TurnListView(ChatView):
         return self.paginated(turns, payloads.stored_turn_payload)
 
     @extend_schema(
+        operation_id="rooms_turns_create",
         summary="Post a turn: the agents answer and every metered call is charged",
         request=s.TurnCreateSerializer,
         parameters=[IDEMPOTENCY_HEADER],
@@ -161,9 +172,12 @@ class TurnListView(ChatView):
 
 @extend_schema_view(
     get=extend_schema(
-        summary="Your uploads, newest first", responses={200: page_of(s.FileSerializer, "FilePage"), **ERRORS}
+        operation_id="files_list",
+        summary="Your uploads, newest first",
+        responses={200: page_of(s.FileSerializer, "FilePage"), **ERRORS},
     ),
     post=extend_schema(
+        operation_id="files_create",
         summary="Upload a file (multipart, field `file`)",
         request={"multipart/form-data": s.FileUploadSerializer},
         responses={201: s.FileSerializer, **ERRORS, 413: s.ErrorSerializer},
@@ -193,7 +207,11 @@ class FileListView(ChatView):
 
 
 class FileDetailView(ChatView):
-    @extend_schema(summary="One of your uploads", responses={200: s.FileSerializer, **ERRORS})
+    @extend_schema(
+        operation_id="files_retrieve",
+        summary="One of your uploads",
+        responses={200: s.FileSerializer, **ERRORS},
+    )
     def get(self, request: Request, pk: int) -> Response:
         uploaded = selectors.file_get(user_id=request.user.pk, file_id=pk)
         if uploaded is None:

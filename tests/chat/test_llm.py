@@ -11,7 +11,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from chat.errors import ProviderFailed, ToolFailed
-from chat.llm import count_tokens, resolve, route_turn, run_agent
+from chat.llm import attachment_line, count_tokens, resolve, route_turn, run_agent, user_prompt
 from chat.llm.agent import parse_routing
 from chat.llm.offline import OfflineChatModel
 from chat.llm.tokens import tokenize
@@ -57,7 +57,9 @@ def test_offline_model_calls_file_tools_for_attached_files_and_search_only_when_
         FILE_TOOL.spec(),
         {**FILE_TOOL.spec(), "function": {**FILE_TOOL.spec()["function"], "name": "web_search"}},
     ]
-    attached = "Summarize this.\n\nAttached files (read them with the file tools):\n- [file #7] a.txt (text/plain, 3 bytes)"
+    attached = user_prompt(
+        "Summarize this.", [attachment_line(file_id=7, name="a.txt", content_type="text/plain", size=3)]
+    )
 
     reply = model.bind_tools(specs).invoke([HumanMessage(attached)])
     assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("file_read", {"file_id": 7})]
