@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
@@ -72,6 +72,50 @@ def ledger_drifts(*, chunk_size: int = 2000) -> Iterator[tuple[CreditWallet, lis
 
 def wallet_for_user(*, user) -> CreditWallet | None:
     return CreditWallet.objects.filter(user_id=user.pk).first()
+
+
+@dataclass(frozen=True)
+class DailyBurn:
+    """Credits burned per day per model: `days` oldest first, one value per day in each series."""
+
+    days: list[date]
+    series: dict[str, list[Decimal]]
+
+    def chart_data(self) -> dict:
+        """Plain JSON for a chart; amounts stay decimal strings (the page parses them)."""
+        return {
+            "labels": [day.isoformat() for day in self.days],
+            "datasets": [
+                {"label": alias, "data": [str(amount) for amount in amounts]}
+                for alias, amounts in self.series.items()
+            ],
+        }
+
+
+def usage_daily_by_model(*, user, days: int = 30, today: date | None = None) -> DailyBurn:
+    """Metered credits per (day, model) for the last `days` days, today included, zeros filled."""
+    from chat.models import LLMCallEvent
+
+    today = today or timezone.localdate()
+    first = today - timedelta(days=days - 1)
+    # A datetime bound (not created_at__date) so the (user, -created_at) index is used.
+    since = timezone.make_aware(datetime.combine(first, time.min))
+    rows = (
+        LLMCallEvent.objects.filter(user_id=user.pk, metered=True, created_at__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "model_alias")
+        .annotate(credits=Sum("credits_burned"))
+        .order_by("model_alias", "day")
+    )
+    day_list = [first + timedelta(days=offset) for offset in range(days)]
+    index = {day: position for position, day in enumerate(day_list)}
+    series: dict[str, list[Decimal]] = {}
+    for row in rows:
+        position = index.get(row["day"])
+        if position is None:  # an event dated after `today` (clock skew); not in the window
+            continue
+        series.setdefault(row["model_alias"], [Decimal("0.0000")] * days)[position] = row["credits"]
+    return DailyBurn(days=day_list, series=series)
 
 
 # --- Usage, ledger and pricing reads for the API ------------------------------------

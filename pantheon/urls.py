@@ -16,6 +16,10 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    # Pages (Django templates).
+    path("", include("accounts.urls")),
+    path("", include("billing.urls")),
+    path("", include("chat.urls")),
 ]
 
 handler404 = "pantheon.views.not_found"

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from chat import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("rooms/", views.rooms, name="rooms"),
+    path("rooms/<int:room_id>/", views.room, name="room"),
+]
