@@ -337,6 +337,8 @@
             statusBox.textContent = "Answered. This turn burned " + data.credits_burned + " credits; balance " + data.balance + ".";
             return;
           }
+          // A 402 carries the wallet's real balance: show it in the header too.
+          if (response.status === 402 && data) updateBalance(data.balance);
           // A refusal that will not change on retry starts a fresh submission next time.
           if ([400, 402, 404, 413, 415].indexOf(response.status) !== -1) pending = null;
           statusBox.textContent = "";
