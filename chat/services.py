@@ -17,11 +17,12 @@ import mimetypes
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import SuspiciousFileOperation, ValidationError
 from django.core.files.uploadedfile import UploadedFile as UploadedContent
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
@@ -42,6 +43,9 @@ from chat.llm import AgentAnswer, ChatLine, Routing
 from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn, TurnIdempotencyKey, UploadedFile
 from chat.tools import tools_for_turn
 
+if TYPE_CHECKING:
+    from accounts.models import User
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,7 +58,7 @@ def agent_aliases() -> list[str]:
     return sorted(alias for alias in priced if alias != DEFAULT_ALIAS and alias in llm.known_aliases())
 
 
-def room_create(*, owner, title: str, agents: list[str]) -> Room:
+def room_create(*, owner: User, title: str, agents: list[str]) -> Room:
     errors: dict[str, list[str]] = {}
     title = (title or "").strip()
     if not title:
@@ -89,8 +93,7 @@ def _checked_upload(upload: UploadedContent) -> tuple[str, str]:
         )
     if upload.size == 0:
         raise ValidationError({"file": ["The file is empty."]})
-    name = get_valid_filename((upload.name or "").rsplit("/", 1)[-1].rsplit("\\", 1)[-1]) or "upload"
-    name = name[-200:]
+    name = _safe_name(upload.name or "")
     declared = (upload.content_type or "").split(";")[0].strip().lower()
     guessed = mimetypes.guess_type(name)[0] or ""
     allowed = settings.UPLOAD_ALLOWED_CONTENT_TYPES
@@ -101,12 +104,20 @@ def _checked_upload(upload: UploadedContent) -> tuple[str, str]:
     return name, content_type
 
 
+def _safe_name(raw: str) -> str:
+    """The base name, made safe for any storage; the tail is kept so the extension survives."""
+    try:
+        return get_valid_filename(raw.replace("\\", "/").rsplit("/", 1)[-1])[-200:]
+    except SuspiciousFileOperation:
+        return "upload"
+
+
 def _storage_name(owner_id: int, name: str) -> str:
     # A random directory per upload: names never collide and never need a lookup.
     return f"uploads/{owner_id}/{uuid.uuid4().hex}/{name}"
 
 
-def file_upload(*, owner, upload: UploadedContent) -> UploadedFile:
+def file_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
     """Store an upload (network I/O, no transaction open) then record it."""
     name, content_type = _checked_upload(upload)
     stored = storage.upload_storage().save(_storage_name(owner.pk, name), upload)
@@ -119,7 +130,7 @@ def file_upload(*, owner, upload: UploadedContent) -> UploadedFile:
         raise
 
 
-async def afile_upload(*, owner, upload: UploadedContent) -> UploadedFile:
+async def afile_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
     """`file_upload` for async code: the blocking storage write runs in a worker thread."""
     name, content_type = _checked_upload(upload)
     stored = await storage.asave(_storage_name(owner.pk, name), upload)
@@ -150,7 +161,7 @@ class TurnOutcome:
 class Reservation:
     key_id: int
     # Our lease; the key row is ours only while it still holds this exact value.
-    locked_until: object
+    locked_until: datetime
 
 
 class ReservationLost(Exception):
@@ -158,7 +169,7 @@ class ReservationLost(Exception):
 
 
 def _validate_turn(
-    *, user, room_id: int, content: object, model_alias: object, file_ids: object
+    *, user: User, room_id: int, content: object, model_alias: object, file_ids: object
 ) -> TurnRequest:
     room = selectors.room_get(user_id=user.pk, room_id=room_id)
     if room is None:
@@ -209,7 +220,7 @@ def _estimate_credits(request: TurnRequest, history: list[ChatLine], prompt: str
     )
 
 
-def _reserve_key(*, user, key: str, fingerprint: str) -> tuple[Reservation | None, dict | None]:
+def _reserve_key(*, user: User, key: str, fingerprint: str) -> tuple[Reservation | None, dict | None]:
     """Reserve `key` for this request (committed at once) or return the stored response.
 
     A duplicate that finds the key pending polls until the first request
@@ -223,29 +234,21 @@ def _reserve_key(*, user, key: str, fingerprint: str) -> tuple[Reservation | Non
         now = timezone.now()
         lease = now + timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS)
         try:
-            with transaction.atomic():
-                row, created = TurnIdempotencyKey.objects.get_or_create(
-                    user_id=user.pk,
-                    key=key,
-                    defaults={"request_fingerprint": fingerprint, "locked_until": lease},
-                )
+            # get_or_create's own short transaction: the reservation commits before any model runs.
+            row, created = TurnIdempotencyKey.objects.get_or_create(
+                user_id=user.pk, key=key, defaults={"request_fingerprint": fingerprint, "locked_until": lease}
+            )
         except IntegrityError:
-            # The winner's row vanished between our insert and our read: try again.
-            row, created = None, False
-        if row is None:
-            pass
-        elif created:
+            row, created = None, False  # the winner's row vanished between our insert and our read
+        if created:
             return Reservation(row.pk, row.locked_until), None
-        elif row.request_fingerprint != fingerprint:
-            raise IdempotencyMismatch("This Idempotency-Key was already used with a different request.")
-        elif row.status == TurnIdempotencyKey.Status.DONE:
-            return None, row.response
-        elif row.locked_until <= now:
-            # The first request's worker died: take the key over, atomically, once.
-            taken = TurnIdempotencyKey.objects.filter(
-                pk=row.pk, status=TurnIdempotencyKey.Status.PENDING, locked_until=row.locked_until
-            ).update(locked_until=lease)
-            if taken:
+        if row is not None:
+            if row.request_fingerprint != fingerprint:
+                raise IdempotencyMismatch("This Idempotency-Key was already used with a different request.")
+            if row.status == TurnIdempotencyKey.Status.DONE:
+                return None, row.response
+            # A pending key whose lease ran out: its worker died. Take it over, atomically, once.
+            if row.locked_until <= now and _take_over_key(row, lease):
                 return Reservation(row.pk, lease), None
         if time.monotonic() >= deadline:
             raise IdempotencyInProgress(
@@ -253,6 +256,13 @@ def _reserve_key(*, user, key: str, fingerprint: str) -> tuple[Reservation | Non
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.25)
+
+
+def _take_over_key(row: TurnIdempotencyKey, lease: datetime) -> bool:
+    taken = TurnIdempotencyKey.objects.filter(
+        pk=row.pk, status=TurnIdempotencyKey.Status.PENDING, locked_until=row.locked_until
+    ).update(locked_until=lease)
+    return taken == 1
 
 
 def _release_key(reservation: Reservation) -> None:
@@ -278,7 +288,7 @@ def idempotency_keys_purge(*, older_than_hours: int | None = None) -> int:
 
 
 def _run_models(
-    *, user, request: TurnRequest, history: list[ChatLine], prompt: str
+    *, user: User, request: TurnRequest, history: list[ChatLine], prompt: str
 ) -> tuple[Routing | None, list[AgentAnswer]]:
     """Routing, agents and tools: network I/O only, no transaction, no lock."""
     room_agents = list(request.room.agents)
@@ -300,7 +310,7 @@ def _run_models(
 
 def _commit_turn(
     *,
-    user,
+    user: User,
     wallet_id: int,
     request: TurnRequest,
     routing: Routing | None,
@@ -406,7 +416,7 @@ def _commit_turn(
     return payload
 
 
-def _run_turn(*, user, request: TurnRequest, reservation: Reservation | None) -> dict:
+def _run_turn(*, user: User, request: TurnRequest, reservation: Reservation | None) -> dict:
     wallet = wallet_get_or_create(user=user)
     history = [
         ChatLine(role=role, model_alias=alias, content=content)
@@ -436,7 +446,7 @@ def _run_turn(*, user, request: TurnRequest, reservation: Reservation | None) ->
 
 def turn_post(
     *,
-    user,
+    user: User,
     room_id: int,
     content: str,
     model_alias: str | None = None,
@@ -484,7 +494,7 @@ def turn_post(
     return outcome
 
 
-def _run_idempotent(*, user, request: TurnRequest, key: str) -> TurnOutcome:
+def _run_idempotent(*, user: User, request: TurnRequest, key: str) -> TurnOutcome:
     while True:
         reservation, stored = _reserve_key(user=user, key=key, fingerprint=request.fingerprint)
         if stored is not None:

@@ -106,6 +106,41 @@ def test_a_stale_reservation_is_taken_over(api, user):
 
 
 @pytest.mark.django_db
+def test_a_request_that_lost_its_lease_rolls_back_and_replays_the_new_owner(api, user, monkeypatch):
+    room = RoomFactory(owner=user, agents=["gpt-4o"])
+    real_run_agent = llm.run_agent
+    # The response of the request that took the key over.
+    winner = {
+        "id": 999,
+        "room": room.pk,
+        "created_at": "2026-01-01T00:00:00Z",
+        "files": [],
+        "messages": [],
+        "usage": [],
+        "tool_calls": [],
+        "credits_burned": "0.0000",
+        "balance": "1.0000",
+    }
+
+    def slow_then_overtaken(**kwargs):
+        answer = real_run_agent(**kwargs)
+        # Our lease ran out mid-turn; another worker took the key over and finished first.
+        TurnIdempotencyKey.objects.filter(user=user, key="key-6").update(
+            status="done", response=winner, locked_until=timezone.now()
+        )
+        return answer
+
+    monkeypatch.setattr(llm, "run_agent", slow_then_overtaken)
+    before = db_state(user)
+
+    response = post_turn(api, room, "key-6", content="Slow one")
+
+    assert response.status_code == 201 and response.json() == winner
+    assert response["Idempotent-Replayed"] == "true"
+    assert {**db_state(user), "keys": before["keys"]} == before  # our turn and charge rolled back
+
+
+@pytest.mark.django_db
 def test_a_duplicate_of_a_running_request_answers_409_after_the_wait(api, user, settings):
     settings.IDEMPOTENCY_WAIT_SECONDS = 0
     room = RoomFactory(owner=user, agents=["gpt-4o"])
