@@ -71,8 +71,12 @@ def reload_pricing_cache(*, force: bool = False) -> PricingSnapshot:
     `force` takes the database's state even if its edit sequence is lower than
     ours (audit rows removed, database restored); only the safety-net check uses it.
     """
+    return install_pricing_snapshot(_load_snapshot(), force=force)
+
+
+def install_pricing_snapshot(fresh: PricingSnapshot, *, force: bool = False) -> PricingSnapshot:
+    """Swap in a snapshot loaded elsewhere (the listener loads over its own connection)."""
     global _snapshot
-    fresh = _load_snapshot()
     with _lock:
         # Never go backwards: a slow reload must not overwrite a newer edit.
         if force or _snapshot is None or fresh.change_seq >= _snapshot.change_seq:

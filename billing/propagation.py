@@ -3,9 +3,10 @@
 A committed pricing edit reloads the editing process's cache and sends
 `NOTIFY billing_pricing_changed, '<change_seq>'` (`notify_pricing_changed`).
 Every process that serves turns runs one `PricingListener`: a daemon thread
-with its own autocommit psycopg 3 connection that LISTENs and reloads the
-cache (through the ORM, on this thread's own Django connection, closed after
-each use) when a notification names an edit it has not seen yet.
+with its own autocommit psycopg 3 connection that LISTENs and, when a
+notification names an edit it has not seen yet, reloads the cache over that
+same connection. The thread never uses a Django connection (nor the pool),
+so it holds nothing that a fork (gunicorn --preload) could share with a worker.
 
 The safety net: every `PRICING_VERSION_CHECK_SECONDS` (and right after every
 (re)connect, which is what catches notifications sent while the connection
@@ -24,6 +25,7 @@ import os
 import sys
 import threading
 import time
+from decimal import Decimal
 
 import psycopg
 from django.conf import settings
@@ -59,6 +61,32 @@ def database_pricing_state(cursor) -> tuple[int | None, int]:
     )
     version_id, change_seq = cursor.fetchone()
     return version_id, int(change_seq)
+
+
+def load_snapshot(conn: psycopg.Connection) -> meter.PricingSnapshot:
+    """The active prices in one statement, so the edit sequence and the rows agree."""
+    from billing.models import ModelPricing, PricingChange, PricingVersion
+
+    with conn.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT COALESCE(MAX(id), 0) FROM {PricingChange._meta.db_table}), "
+            f"v.id, v.version, m.model_alias, m.multiplier FROM {PricingVersion._meta.db_table} v "
+            f"LEFT JOIN {ModelPricing._meta.db_table} m ON m.pricing_version_id = v.id WHERE v.is_active"
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            _, change_seq = database_pricing_state(cursor)
+            return meter.PricingSnapshot(
+                version="", version_id=None, change_seq=change_seq, loaded_at=time.time()
+            )
+    change_seq, version_id, version = rows[0][:3]
+    return meter.PricingSnapshot(
+        version=version,
+        version_id=version_id,
+        change_seq=int(change_seq),
+        multipliers={alias: Decimal(multiplier) for *_, alias, multiplier in rows if alias is not None},
+        loaded_at=time.time(),
+    )
 
 
 def listener_connection_params(alias: str = "default") -> dict:
@@ -141,55 +169,51 @@ class PricingListener:
     # --- the thread -----------------------------------------------------------
     def run(self) -> None:
         backoff = self.backoff_initial
-        try:
-            while not self._stop.is_set():
-                try:
-                    with psycopg.connect(**listener_connection_params(self.alias)) as conn:
-                        conn.execute(f"LISTEN {CHANNEL}")
-                        self.backend_pid = conn.info.backend_pid
-                        self.connections_made += 1
-                        self.connected = True
-                        backoff = self.backoff_initial
-                        # LISTEN first, then check: an edit committed before LISTEN is
-                        # caught here, one committed after it is notified.
-                        self._check(conn)
-                        self._serve(conn)
-                except Exception as exc:  # the thread must outlive any failure
-                    self.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-                    logger.warning("pricing listener disconnected: %s", self.last_error)
-                finally:
-                    self.connected = False
-                if self._stop.wait(backoff):
-                    break
-                backoff = min(backoff * 2, self.backoff_max)
-        finally:
-            connections.close_all()
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(**listener_connection_params(self.alias)) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self.backend_pid = conn.info.backend_pid
+                    self.connections_made += 1
+                    self.connected = True
+                    backoff = self.backoff_initial
+                    # LISTEN first, then check: an edit committed before LISTEN is
+                    # caught here, one committed after it is notified.
+                    self._check(conn)
+                    self._serve(conn)
+            except Exception as exc:  # the thread must outlive any failure
+                self.last_error = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                logger.warning("pricing listener disconnected: %s", self.last_error)
+            finally:
+                self.connected = False
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, self.backoff_max)
 
     def _serve(self, conn: psycopg.Connection) -> None:
         next_check = time.monotonic() + self.check_seconds
         while not self._stop.is_set():
             timeout = max(0.0, min(self.wait_slice, next_check - time.monotonic()))
-            # No query on `conn` inside this loop: notifies() holds the connection lock.
-            for notify in conn.notifies(timeout=timeout):
-                self._on_notify(notify.payload)
-                if self._stop.is_set():
-                    return
+            # notifies() holds the connection lock: collect, leave the generator, then query.
+            payloads = [notify.payload for notify in conn.notifies(timeout=timeout, stop_after=1)]
+            if payloads:
+                self.notifications += len(payloads)
+                self.last_notify_at = time.time()
+                if any(self._is_new(payload) for payload in payloads):
+                    self._reload(conn)
             if time.monotonic() >= next_check:
                 self._check(conn)
                 next_check = time.monotonic() + self.check_seconds
 
-    def _on_notify(self, payload: str) -> None:
-        self.notifications += 1
-        self.last_notify_at = time.time()
+    @staticmethod
+    def _is_new(payload: str) -> bool:
         try:
             change_seq = int(payload)
         except ValueError:
-            change_seq = None
+            return True  # unknown payload: reloading is always safe
         snapshot = meter.peek_pricing_snapshot()
         # Edits are serialised, so holding edit N means holding every edit up to N.
-        if change_seq is not None and snapshot is not None and snapshot.change_seq >= change_seq:
-            return
-        self._reload()
+        return snapshot is None or change_seq > snapshot.change_seq
 
     def _check(self, conn: psycopg.Connection) -> None:
         with conn.cursor() as cursor:
@@ -199,15 +223,11 @@ class PricingListener:
             return
         snapshot = meter.peek_pricing_snapshot()
         # A lower sequence than ours means audit rows went away (restore): take the DB's word.
-        self._reload(force=snapshot is not None and change_seq < snapshot.change_seq)
+        self._reload(conn, force=snapshot is not None and change_seq < snapshot.change_seq)
 
-    def _reload(self, *, force: bool = False) -> None:
-        try:
-            meter.reload_pricing_cache(force=force)
-            self.reloads += 1
-        finally:
-            # This thread's own Django connection(s); back to the pool or closed.
-            connections.close_all()
+    def _reload(self, conn: psycopg.Connection, *, force: bool = False) -> None:
+        meter.install_pricing_snapshot(load_snapshot(conn), force=force)
+        self.reloads += 1
 
 
 _listener: PricingListener | None = None
