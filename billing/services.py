@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
 from django.conf import settings
@@ -37,10 +38,11 @@ def parse_credits(value: object) -> Decimal:
         raise LedgerError(f"{value!r} is not a decimal number") from exc
     if not amount.is_finite():
         raise LedgerError(f"{value!r} is not a finite number")
-    if amount != amount.quantize(CREDIT_QUANTUM):
-        raise LedgerError(f"{value!r} has more than 4 decimal places")
+    # Size first: quantizing a huge value raises InvalidOperation instead of answering.
     if abs(amount) >= MAX_CREDITS:
         raise LedgerError(f"{value!r} is too large")
+    if amount != amount.quantize(CREDIT_QUANTUM):
+        raise LedgerError(f"{value!r} has more than 4 decimal places")
     return amount.quantize(CREDIT_QUANTUM)
 
 
@@ -49,7 +51,9 @@ def _as_decimal(value: object) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(CREDIT_QUANTUM)
 
 
-def _apply_to_wallet(wallet_id: int, *, delta: Decimal, granted: Decimal, burned: Decimal) -> Decimal:
+def _apply_to_wallet(
+    wallet_id: int, *, delta: Decimal, granted: Decimal, burned: Decimal, now: datetime | None = None
+) -> Decimal:
     """Change the balance in place and return it; the row stays locked until commit."""
     table = CreditWallet._meta.db_table
     with connection.cursor() as cursor:
@@ -57,12 +61,37 @@ def _apply_to_wallet(wallet_id: int, *, delta: Decimal, granted: Decimal, burned
             f"UPDATE {table} SET balance = balance + %s, "
             "lifetime_granted = lifetime_granted + %s, lifetime_burned = lifetime_burned + %s, "
             "updated_at = %s WHERE id = %s RETURNING balance",
-            [delta, granted, burned, timezone.now(), wallet_id],
+            [
+                delta,
+                granted,
+                burned,
+                connection.ops.adapt_datetimefield_value(now or timezone.now()),
+                wallet_id,
+            ],
         )
         row = cursor.fetchone()
     if row is None:
         raise LedgerError(f"wallet {wallet_id} does not exist")
     return _as_decimal(row[0])
+
+
+def _append_ledger_row(row: CreditTransaction) -> CreditTransaction:
+    """INSERT an unsaved ledger row with one plain statement and return it saved.
+
+    The ORM's `save()` spends more Python time than the INSERT itself, and on a
+    hot wallet that time is spent holding the wallet's row lock.
+    """
+    fields = [field for field in row._meta.concrete_fields if not field.primary_key]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {row._meta.db_table} ({', '.join(field.column for field in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id",
+            [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields],
+        )
+        row.pk = cursor.fetchone()[0]
+    row._state.adding = False
+    row._state.db = connection.alias
+    return row
 
 
 def _existing_for_key(*, wallet_id: int, kind: str, amount: Decimal, key: str) -> CreditTransaction | None:
@@ -87,23 +116,26 @@ def _ledger_write(
         existing = _existing_for_key(wallet_id=wallet_id, kind=kind, amount=amount, key=idempotency_key)
         if existing is not None:
             return existing
+    # Built before the wallet is locked: only the two statements run under the lock.
+    row = CreditTransaction(
+        wallet_id=wallet_id,
+        kind=kind,
+        amount=amount,
+        usage_event_id=usage_event_id,
+        idempotency_key=idempotency_key or None,
+        description=description[:255],
+        created_at=timezone.now(),
+    )
     try:
         with transaction.atomic():
-            balance_after = _apply_to_wallet(
+            row.balance_after = _apply_to_wallet(
                 wallet_id,
                 delta=amount,
                 granted=amount if kind == CreditTransaction.Kind.GRANT else Decimal(0),
                 burned=-amount if kind == CreditTransaction.Kind.DEBIT else Decimal(0),
+                now=row.created_at,
             )
-            return CreditTransaction.objects.create(
-                wallet_id=wallet_id,
-                kind=kind,
-                amount=amount,
-                balance_after=balance_after,
-                usage_event_id=usage_event_id,
-                idempotency_key=idempotency_key or None,
-                description=description[:255],
-            )
+            return _append_ledger_row(row)
     except IntegrityError:
         # A concurrent writer committed the same key first; our savepoint is undone.
         if idempotency_key:
