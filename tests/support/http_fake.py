@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -24,14 +25,25 @@ class JSONServer:
                     body = None
                 headers = {name.lower(): value for name, value in self.headers.items()}
                 with server._lock:
-                    server.requests.append({"path": self.path, "headers": headers, "body": body, "raw": raw})
+                    server.requests.append(
+                        # `client` is the caller's (host, port): which process sent it can be found.
+                        {
+                            "path": self.path,
+                            "headers": headers,
+                            "body": body,
+                            "raw": raw,
+                            "client": self.client_address,
+                        }
+                    )
                 status, answer = server.respond(self.path, headers, body)
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                # The caller may have given up (a client timeout, a killed worker).
+                with suppress(BrokenPipeError, ConnectionResetError):
+                    self.wfile.write(data)
 
             def log_message(self, format: str, *args) -> None:  # keep test output quiet
                 pass
