@@ -21,6 +21,9 @@ if not SECRET_KEY:
             "(or DEBUG=true for a local development server)."
         )
     SECRET_KEY = "dev-insecure-only-for-debug"  # noqa: S105 - DEBUG only
+# Rotation: the previous key(s), comma-separated, still verify sessions and signed cursors
+# while everything new is signed with SECRET_KEY (docs/deploy.md, "Rotating keys").
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
