@@ -7,12 +7,15 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_http_methods
 
 from accounts import services
 from accounts.forms import LoginForm, SignupForm
+from pantheon.throttling import throttle_page
 
 
+@throttle_page("signup")  # the same limit as POST /api/v1/auth/register
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
@@ -35,6 +38,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "accounts/signup.html", {"form": form, "nav": "signup"})
 
 
+@method_decorator(throttle_page("token"), name="dispatch")  # the limit of POST /api/v1/auth/token
 class LoginView(auth_views.LoginView):
     template_name = "accounts/login.html"
     authentication_form = LoginForm

@@ -2,10 +2,12 @@
 
 import logging
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.metadata import SimpleMetadata
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -16,6 +18,21 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF errors become `{"error": code, "detail": ...}`; nothing leaks as HTML."""
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+    if isinstance(exc, RequestDataTooBig):
+        # Django raises it when DRF reads a body over DATA_UPLOAD_MAX_MEMORY_SIZE.
+        return Response(
+            {
+                "error": "request_too_large",
+                "detail": f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+            },
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, SuspiciousOperation):
+        # Too many fields or files, a malformed multipart body: the client's fault.
+        return Response(
+            {"error": "bad_request", "detail": "The request body could not be accepted."},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)
@@ -35,6 +52,31 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         body = {"error": code, "detail": data}
     response.data = body
     return response
+
+
+class APIMetadata(SimpleMetadata):
+    """OPTIONS answers name, description and media types; request shapes live in /api/schema/.
+
+    DRF's default also describes the POST/PUT serializer, which needs a
+    `serializer_class` our views do not declare (they validate explicitly), so
+    OPTIONS on them was a 500.
+    """
+
+    def determine_actions(self, request, view) -> dict:
+        return {}
+
+
+def document_body_limit(result: dict, generator, request, public) -> dict:
+    """drf-spectacular hook: every operation with a body may answer 413 (DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+    too_large = {
+        "description": "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                operation["responses"].setdefault("413", too_large)
+    return result
 
 
 def json_error(status_code: int, error: str, detail: str) -> JsonResponse:

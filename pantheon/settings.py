@@ -1,5 +1,6 @@
 """Pantheon settings. Every value comes from the environment (or `.env`)."""
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -159,6 +160,12 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "COERCE_DECIMAL_TO_STRING": True,
     "EXCEPTION_HANDLER": "pantheon.api.exception_handler",
+    "DEFAULT_METADATA_CLASS": "pantheon.api.APIMetadata",
+    # Views with a `throttle_scope` are rate limited (THROTTLE_RATES below); the others are not.
+    "DEFAULT_THROTTLE_CLASSES": ["pantheon.throttling.ScopedRateThrottle"],
+    # Proxies in front of the app: the client address is the entry this far from the right of
+    # X-Forwarded-For. 0 (the default) means REMOTE_ADDR, so a client cannot forge its address.
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=0),
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
@@ -171,6 +178,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "pantheon.api.document_body_limit",
+    ],
 }
 # Tokens are stored hashed by knox; they expire and logout revokes them.
 REST_KNOX = {
@@ -178,6 +189,19 @@ REST_KNOX = {
     "TOKEN_TTL": timedelta(hours=env.int("TOKEN_TTL_HOURS", default=24 * 7)),
     "AUTO_REFRESH": False,
 }
+
+# Requests per client (the user, or the address when signed out) per period, counted in the
+# shared cache (CACHES below) so every worker and host shares one limit; empty turns a scope off.
+THROTTLE_RATES = {
+    "signup": env("THROTTLE_SIGNUP_RATE", default="10/hour"),
+    "token": env("THROTTLE_TOKEN_RATE", default="20/minute"),
+    "turn": env("THROTTLE_TURN_RATE", default="30/minute"),
+}
+for _scope, _rate in THROTTLE_RATES.items():
+    if _rate and not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
+        raise ImproperlyConfigured(
+            f"THROTTLE_{_scope.upper()}_RATE={_rate!r}: use <count>/<second|minute|hour|day>, e.g. 20/minute."
+        )
 
 # --- Billing -------------------------------------------------------------------
 ADMIN_USER_IDS = [int(i) for i in env.list("ADMIN_USER_IDS", default=[])]

@@ -12,3 +12,7 @@ os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("BETA_GRANT_CREDITS", "500")
 # Test servers speak plain HTTP on 127.0.0.1.
 os.environ.setdefault("SECURE_HTTPS", "false")
+# Rate limits far above anything the suite sends; tests/security/test_throttling.py sets small ones.
+os.environ.setdefault("THROTTLE_SIGNUP_RATE", "100000/minute")
+os.environ.setdefault("THROTTLE_TOKEN_RATE", "100000/minute")
+os.environ.setdefault("THROTTLE_TURN_RATE", "100000/minute")

@@ -1,5 +1,5 @@
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -25,7 +25,12 @@ class RegisterView(APIView):
 
     @extend_schema(
         request=RegisterSerializer,
-        responses={201: RegisterResponseSerializer, 400: ErrorSerializer, 403: ErrorSerializer},
+        responses={
+            201: RegisterResponseSerializer,
+            400: ErrorSerializer,
+            403: ErrorSerializer,
+            429: OpenApiResponse(ErrorSerializer, description="Too many sign-ups; see Retry-After"),
+        },
     )
     def post(self, request: Request) -> Response:
         if not settings.ALLOW_SIGNUP:
@@ -46,7 +51,12 @@ class TokenView(APIView):
 
     @extend_schema(
         request=TokenRequestSerializer,
-        responses={200: TokenResponseSerializer, 400: ErrorSerializer, 401: ErrorSerializer},
+        responses={
+            200: TokenResponseSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            429: OpenApiResponse(ErrorSerializer, description="Too many attempts; see Retry-After"),
+        },
     )
     def post(self, request: Request) -> Response:
         serializer = TokenRequestSerializer(data=request.data)

@@ -21,7 +21,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import NotFound, ParseError, ValidationError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import JSONParser, get_encoding
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -340,7 +340,8 @@ class DecimalJSONParser(JSONParser):
     """JSON whose numbers become Decimal exactly as written; NaN and Infinity are refused."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        # DRF's check: only a text codec (a bz2_codec "charset" would inflate the body unbounded).
+        encoding = get_encoding(parser_context or {})
         try:
             return json.load(
                 codecs.getreader(encoding)(stream), parse_float=Decimal, parse_constant=_reject_constant

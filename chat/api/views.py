@@ -125,6 +125,8 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 class TurnListView(ChatView):
+    throttle_scope = "turn"  # POST only (pantheon.throttling counts unsafe methods)
+
     @extend_schema(
         operation_id="rooms_turns_list",
         summary="A room's turns, newest first",
@@ -148,6 +150,7 @@ class TurnListView(ChatView):
                 s.InsufficientCreditsSerializer, description="CREDIT_ENFORCEMENT=enforce only"
             ),
             409: OpenApiResponse(s.ErrorSerializer, description="Idempotency-Key reused or still running"),
+            429: OpenApiResponse(s.ErrorSerializer, description="Too many turns; see Retry-After"),
             500: s.ErrorSerializer,
             502: OpenApiResponse(
                 s.ErrorSerializer, description="A model provider failed; nothing was charged"

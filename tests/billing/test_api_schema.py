@@ -57,7 +57,7 @@ def test_shapes_and_errors_are_described():
         "updated_at",
     }
     patch = schema["paths"]["/api/v1/admin/pricing/{model_alias}"]["patch"]
-    assert set(patch["responses"]) == {"200", "400", "401", "403", "404"}
+    assert set(patch["responses"]) == {"200", "400", "401", "403", "404", "413"}  # 413: body limit
     body = patch["requestBody"]["content"]["application/json"]["schema"]
     assert list(body["properties"]) == ["multiplier"]
     assert body["required"] == ["multiplier"]

@@ -1,0 +1,145 @@
+"""Rate limits for the doors an abuser would hammer: sign-up, token (and log-in), turns.
+
+One counter per (scope, client, time window) lives in the shared cache (Redis
+when `REDIS_URL` is set, else the database cache table), so every worker and
+every host counts against the same limit. On Redis the increment is atomic
+(INCR), so the limit is exact under any concurrency; Django's database cache
+increments with a read and a write, so there two simultaneous requests can
+count once (see docs/decisions.md).
+
+Rates come from `settings.THROTTLE_RATES` when a request arrives (DRF's own
+throttles read theirs at import time), in DRF's `<count>/<period>` syntax;
+an empty rate turns a scope off. Only unsafe methods are counted: reading a
+room's history is not what these limits are for.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.throttling import BaseThrottle
+
+logger = logging.getLogger(__name__)
+
+PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+clock = time.time  # tests move it to the next window
+
+
+def parse_rate(rate: str) -> tuple[int, int] | None:
+    """`"20/minute"` → (20, 60); an empty rate → None (not throttled)."""
+    if not rate:
+        return None
+    try:
+        count, period = rate.split("/")
+        limit, seconds = int(count), PERIODS[period.strip()[0].lower()]
+    except (ValueError, KeyError, IndexError) as exc:
+        raise ImproperlyConfigured(
+            f"Bad throttle rate {rate!r}: use <count>/<second|minute|hour|day>, e.g. 20/minute."
+        ) from exc
+    if limit < 1:
+        raise ImproperlyConfigured(f"Bad throttle rate {rate!r}: the count must be at least 1.")
+    return limit, seconds
+
+
+def scope_rate(scope: str) -> tuple[int, int] | None:
+    try:
+        rate = settings.THROTTLE_RATES[scope]
+    except KeyError as exc:
+        raise ImproperlyConfigured(f"No rate for throttle scope {scope!r} in THROTTLE_RATES.") from exc
+    return parse_rate(rate)
+
+
+def client_ident(request: HttpRequest) -> str:
+    """The user for a signed-in request, else the client address.
+
+    The address is REMOTE_ADDR, or the entry `NUM_PROXIES` from the right of
+    X-Forwarded-For when that many trusted proxies sit in front (DRF's rule);
+    with NUM_PROXIES=0 a client cannot pick its own address by sending the header.
+    """
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return f"user:{user.pk}"
+    return f"addr:{BaseThrottle().get_ident(request)}"
+
+
+def hit(*, scope: str, ident: str) -> float | None:
+    """Count one request; None when it is allowed, else the seconds until the window ends."""
+    rate = scope_rate(scope)
+    if rate is None:
+        return None
+    limit, period = rate
+    now = clock()
+    window = math.floor(now / period)
+    key = f"throttle:{scope}:{period}:{window}:{ident}"
+    try:
+        count = _increment(key, timeout=period + 1)
+    except Exception:
+        # A cache outage must not take sign-up and turns down with it: let the request through.
+        logger.exception("throttle cache unavailable; scope=%s not enforced", scope)
+        return None
+    if count <= limit:
+        return None
+    return (window + 1) * period - now
+
+
+def _increment(key: str, *, timeout: int) -> int:
+    """+1 on the window's counter; creates it (with its expiry) on the window's first request.
+
+    Trying `incr` first keeps the common case to one cache operation (Redis:
+    EXISTS + INCR; the database cache: a read and a write).
+    """
+    try:
+        return cache.incr(key)
+    except ValueError:  # the first request of this window
+        if cache.add(key, 1, timeout=timeout):
+            return 1
+        return cache.incr(key)  # another process created it first
+
+
+class ScopedRateThrottle(BaseThrottle):
+    """DRF throttle for views that set `throttle_scope`; counts unsafe methods only."""
+
+    scope_attr = "throttle_scope"
+
+    def __init__(self) -> None:
+        self._wait: float | None = None
+
+    def allow_request(self, request, view) -> bool:
+        scope = getattr(view, self.scope_attr, None)
+        if not scope or request.method in SAFE_METHODS:
+            return True
+        self._wait = hit(scope=scope, ident=client_ident(request))
+        return self._wait is None
+
+    def wait(self) -> float | None:
+        return self._wait
+
+
+def throttle_page(scope: str) -> Callable:
+    """The same limit for a page's POST (the HTML doors to sign-up and log-in)."""
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in SAFE_METHODS:
+                wait = hit(scope=scope, ident=client_ident(request))
+                if wait is not None:
+                    seconds = max(1, math.ceil(wait))
+                    response = render(request, "errors/429.html", {"retry_after": seconds}, status=429)
+                    response["Retry-After"] = str(seconds)
+                    return response
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
