@@ -66,16 +66,25 @@ class APIMetadata(SimpleMetadata):
         return {}
 
 
-def document_body_limit(result: dict, generator, request, public) -> dict:
-    """drf-spectacular hook: every operation with a body may answer 413 (DATA_UPLOAD_MAX_MEMORY_SIZE)."""
+def document_api_conventions(result: dict, generator, request, public) -> dict:
+    """drf-spectacular hook: write down two rules that hold for every operation.
+
+    - An operation with a body may answer 413 (DATA_UPLOAD_MAX_MEMORY_SIZE, see `exception_handler`).
+    - An optional query parameter sent empty (`?format=`, as HTML forms do) means "not given".
+    """
     too_large = {
         "description": "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
-            if isinstance(operation, dict) and "requestBody" in operation:
+            if not isinstance(operation, dict):
+                continue
+            if "requestBody" in operation:
                 operation["responses"].setdefault("413", too_large)
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "query" and not parameter.get("required"):
+                    parameter["allowEmptyValue"] = True
     return result
 
 

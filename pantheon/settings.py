@@ -180,7 +180,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "pantheon.api.document_body_limit",
+        "pantheon.api.document_api_conventions",
     ],
 }
 # Tokens are stored hashed by knox; they expire and logout revokes them.
