@@ -6,6 +6,8 @@ PIP := $(VENV)/bin/pip
 HOST ?= 127.0.0.1
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/pantheon
+# Benchmarks write their own databases (this one, plus _usage_1k and _usage_1m next to it).
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/pantheon_bench
 
 .PHONY: run test lint bench venv-run venv-dev postgres chromium clean
 
@@ -42,7 +44,7 @@ test: venv-dev postgres chromium lint
 	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(VENV)/bin/pytest
 
 bench: venv-dev postgres
-	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} $(PY) benchmarks/run_all.py
+	BENCH_DATABASE_URL=$${BENCH_DATABASE_URL:-$(BENCH_DATABASE_URL)} $(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
