@@ -15,6 +15,11 @@ def room_get(*, user_id: int, room_id: int) -> Room | None:
     return Room.objects.filter(owner_id=user_id, pk=room_id).first()
 
 
+def room_get_for_turn(*, user_id: int, room_id: int) -> Room | None:
+    """The room with its owner's wallet joined in (`room.owner.wallet`): one query, not two."""
+    return Room.objects.filter(owner_id=user_id, pk=room_id).select_related("owner__wallet").first()
+
+
 def turn_list(*, user_id: int, room_id: int) -> QuerySet[Turn]:
     """A room's turns with everything the turn payload shows, in a fixed number of queries."""
     return (

@@ -29,6 +29,7 @@ from django.utils import timezone
 from django.utils.text import get_valid_filename
 
 from billing.meter import DEFAULT_ALIAS, credits_for, get_pricing_snapshot
+from billing.models import CreditWallet
 from billing.selectors import wallet_for_user
 from billing.services import DebitLine, wallet_debit_many, wallet_get_or_create
 from chat import llm, payloads, selectors, storage
@@ -171,7 +172,7 @@ class ReservationLost(Exception):
 def _validate_turn(
     *, user: User, room_id: int, content: object, model_alias: object, file_ids: object
 ) -> TurnRequest:
-    room = selectors.room_get(user_id=user.pk, room_id=room_id)
+    room = selectors.room_get_for_turn(user_id=user.pk, room_id=room_id)
     if room is None:
         raise NotFound("Room not found.")
     errors: dict[str, list[str]] = {}
@@ -416,8 +417,16 @@ def _commit_turn(
     return payload
 
 
+def _joined_wallet(room: Room) -> CreditWallet | None:
+    """The wallet `room_get_for_turn` fetched with the room, if the user has one yet."""
+    try:
+        return room.owner.wallet
+    except CreditWallet.DoesNotExist:
+        return None
+
+
 def _run_turn(*, user: User, request: TurnRequest, reservation: Reservation | None) -> dict:
-    wallet = wallet_get_or_create(user=user)
+    wallet = _joined_wallet(request.room) or wallet_get_or_create(user=user)
     history = [
         ChatLine(role=role, model_alias=alias, content=content)
         for role, alias, content in selectors.room_recent_messages(

@@ -10,12 +10,12 @@ from django.db import DatabaseError, transaction
 
 from billing import meter
 from billing.meter import credits_for
-from billing.models import CreditTransaction
+from billing.models import CreditTransaction, CreditWallet
 from billing.services import pricing_update_multiplier
 from chat import llm, services
 from chat.models import LLMCallEvent, Message, Turn
 from tests.chat.helpers import balance_of, db_state, logged_in, upload
-from tests.factories import RoomFactory
+from tests.factories import RoomFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +46,23 @@ def test_a_single_agent_turn_is_metered_debited_and_linked(user):
         ("assistant", "gpt-4o"),
     ]
     assert payload["messages"][1]["content"].startswith("gpt-4o (offline)")
+
+
+def test_a_user_without_a_wallet_gets_one_with_the_beta_grant_at_the_first_turn(settings):
+    # The turn reads the wallet joined to the room; with no wallet yet it creates one.
+    settings.BETA_GRANT_CREDITS = Decimal("500")
+    owner = UserFactory(with_wallet=False)
+    room = RoomFactory(owner=owner, agents=["gpt-4o"])
+
+    payload = services.turn_post(user=owner, room_id=room.pk, content="first words").payload
+
+    wallet = CreditWallet.objects.get(user=owner)
+    [event] = LLMCallEvent.objects.filter(turn_id=payload["id"])
+    assert list(wallet.transactions.order_by("id").values_list("kind", "amount")) == [
+        ("grant", Decimal("500.0000")),
+        ("debit", -event.credits_burned),
+    ]
+    assert wallet.balance == Decimal("500") - event.credits_burned == Decimal(payload["balance"])
 
 
 def test_a_multi_agent_turn_has_an_unmetered_manager_and_one_debit_per_agent_call(user):
