@@ -140,7 +140,9 @@ def test_listener_ignores_an_edit_it_already_holds_and_survives_garbage(listener
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_notify(%s, %s)", [propagation.CHANNEL, "not-a-number"])
     wait_until(lambda: instance.notifications == 2, message="the garbage notification")
-    # Our own edit was already loaded by the signal; the garbage payload forced one safe reload.
+    # Our own edit was already loaded by the signal; the garbage payload forced one safe reload
+    # (a notification is counted on arrival, the reload lands a query later: wait for it).
+    wait_until(lambda: instance.reloads >= reloads + 1, message="the reload for the garbage payload")
     assert instance.reloads == reloads + 1
     assert instance.connected and instance.is_alive()
     assert meter.get_pricing_snapshot().change_seq == update.change.pk
