@@ -256,8 +256,8 @@ def test_queries_per_turn_are_bounded_and_independent_of_history(api, user, djan
     for i in range(30):
         post_turn(api, long.pk, content=f"earlier turn {i}")
 
-    # 14 for the turn, 6 for the turn throttle's counter in the database cache (none with Redis).
-    with django_assert_max_num_queries(20):
+    # 11 for the turn, 6 for the turn throttle's counter in the database cache (none with Redis).
+    with django_assert_max_num_queries(17):
         post_turn(api, short.pk, content="bounded")
 
     assert _turn_queries(api, short.pk) == _turn_queries(api, long.pk)
