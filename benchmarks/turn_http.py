@@ -8,7 +8,7 @@ bottleneck — and, in alternating windows of the same length, sends the same
 load to `GET /api/v1/users/me/wallet` (authentication, one wallet read, JSON).
 Both share whatever the machine is doing; the figure is turns/s ÷ wallet reads/s.
 
-    .venv/bin/python benchmarks/turn_http.py [--clients 8] [--window 5] [--rounds 3]
+    .venv/bin/python benchmarks/turn_http.py [--clients 8] [--window 4] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from _support import database_url, percentile, row, server_env, setup_django
 WORKERS = 4
 CLIENTS = 8
 USERS = 16
-WINDOW_SECONDS = 5.0
-ROUNDS = 3
+WINDOW_SECONDS = 4.0
+ROUNDS = 5
 WARMUP_SECONDS = 2.0
 GOAL_RATIO = 0.5
 TURN_BODY = json.dumps({"content": "Summarise the plan for the launch in three short points."}).encode()
