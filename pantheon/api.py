@@ -5,6 +5,7 @@ import logging
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.metadata import SimpleMetadata
@@ -32,6 +33,15 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(
             {"error": "bad_request", "detail": "The request body could not be accepted."},
             status=status.HTTP_400_BAD_REQUEST,
+        )
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database went away (restart, failover, a dropped connection). Nothing was
+        # committed; the pool's health check replaces the connection, so a retry is safe.
+        logger.exception("database unavailable", exc_info=exc)
+        return Response(
+            {"error": "database_unavailable", "detail": "The database is unavailable; retry shortly."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "1"},
         )
     response = drf_exception_handler(exc, context)
     if response is None:

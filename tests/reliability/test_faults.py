@@ -161,8 +161,8 @@ def test_database_connection_dropping_mid_turn_fails_cleanly_and_the_retry_works
                     assert gate.waiter_in_transaction(backend)
                     terminate([backend])
                     status, body = pending.result(timeout=30)
-        assert status == 500, body
-        assert body["error"] == "server_error", body
+        assert status == 503, body
+        assert body["error"] == "database_unavailable", body
         # Nothing of the turn is left, nothing was charged, and the key was released.
         assert snapshot() == before, server.log()
         assert_books_balance()

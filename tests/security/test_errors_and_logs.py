@@ -10,6 +10,7 @@ import logging
 import re
 
 import pytest
+from django.db import OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
 from django.urls import include, path
@@ -33,12 +34,20 @@ class BoomAPI(APIView):
         raise RuntimeError("a bug in an API view")
 
 
+class DatabaseGoneAPI(APIView):
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        raise OperationalError("server closed the connection unexpectedly")
+
+
 def boom(request: HttpRequest) -> HttpResponse:
     raise RuntimeError("a bug in a plain view")
 
 
 urlpatterns = [
     path("api/v1/test-boom", BoomAPI.as_view()),
+    path("api/v1/test-db-gone", DatabaseGoneAPI.as_view()),
     path("api/test-plain-boom", boom),
     path("test-boom/", boom),
     path("", include("pantheon.urls")),
@@ -62,6 +71,12 @@ def _assert_friendly_page(response, status: int, heading: str) -> None:
 
 
 # --- error shapes ---------------------------------------------------------------------------
+
+
+def test_a_lost_database_is_a_retryable_503_json():
+    response = Client(raise_request_exception=False).get("/api/v1/test-db-gone")
+    _assert_json(response, 503, "database_unavailable")
+    assert response["Retry-After"] == "1"
 
 
 def test_api_errors_are_json(settings):
