@@ -80,10 +80,15 @@ def document_api_conventions(result: dict, generator, request, public) -> dict:
     """drf-spectacular hook: write down two rules that hold for every operation.
 
     - An operation with a body may answer 413 (DATA_UPLOAD_MAX_MEMORY_SIZE, see `exception_handler`).
+    - Any operation may answer 503 when the database is unreachable (retry after `Retry-After`).
     - An optional query parameter sent empty (`?format=`, as HTML forms do) means "not given".
     """
     too_large = {
         "description": "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    unavailable = {
+        "description": "The database is unavailable; nothing was written. Retry after `Retry-After`.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
     for operations in result.get("paths", {}).values():
@@ -92,6 +97,8 @@ def document_api_conventions(result: dict, generator, request, public) -> dict:
                 continue
             if "requestBody" in operation:
                 operation["responses"].setdefault("413", too_large)
+            if "responses" in operation:
+                operation["responses"].setdefault("503", unavailable)
             for parameter in operation.get("parameters", []):
                 if parameter.get("in") == "query" and not parameter.get("required"):
                     parameter["allowEmptyValue"] = True

@@ -44,7 +44,7 @@ def test_shapes_and_errors_are_described():
     components = schema["components"]["schemas"]
     usage = schema["paths"]["/api/v1/users/me/usage"]["get"]
     assert set(usage["responses"]["200"]["content"]) == {"application/json", "text/csv"}
-    assert set(usage["responses"]) == {"200", "400", "401"}
+    assert set(usage["responses"]) == {"200", "400", "401", "503"}  # 503: database unavailable
     assert list(components["UsageRow"]["properties"]) == [
         "id", "created_at", "room", "turn", "model_alias", "provider_model", "purpose", "input_tokens",
         "output_tokens", "multiplier", "pricing_version", "credits_burned", "metered", "latency_ms",
@@ -57,13 +57,13 @@ def test_shapes_and_errors_are_described():
         "updated_at",
     }
     patch = schema["paths"]["/api/v1/admin/pricing/{model_alias}"]["patch"]
-    assert set(patch["responses"]) == {"200", "400", "401", "403", "404", "413"}  # 413: body limit
+    assert set(patch["responses"]) == {"200", "400", "401", "403", "404", "413", "503"}  # 413: body limit
     body = patch["requestBody"]["content"]["application/json"]["schema"]
     assert list(body["properties"]) == ["multiplier"]
     assert body["required"] == ["multiplier"]
     assert body["additionalProperties"] is False
     listing = schema["paths"]["/api/v1/admin/pricing"]["get"]
-    assert set(listing["responses"]) == {"200", "401", "403"}
+    assert set(listing["responses"]) == {"200", "401", "403", "503"}
 
 
 @pytest.mark.django_db
