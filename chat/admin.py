@@ -2,20 +2,8 @@
 
 from django.contrib import admin
 
+from billing.admin import ReadOnlyAdmin
 from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn, TurnIdempotencyKey, UploadedFile
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """What a turn wrote is history (and the ledger points at it): nobody edits it here."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Room)

@@ -1,4 +1,7 @@
-"""Chat test fixtures: offline by default, uploads on a temporary disk, fake providers on demand."""
+"""Chat test fixtures: users, a logged-in API client, fake providers on demand.
+
+Offline models and a temporary upload disk come from `tests/conftest.py`.
+"""
 
 from __future__ import annotations
 
@@ -14,27 +17,6 @@ from tests.support.fake_tavily import FakeTavily
 
 FAKE_OPENAI_KEY = "sk-test-openai-not-a-real-key"
 FAKE_TAVILY_KEY = "tvly-test-not-a-real-key"
-PROVIDER_SETTINGS = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "GOOGLE_API_KEY",
-    "DEEPSEEK_API_KEY",
-    "TAVILY_API_KEY",
-)
-
-
-@pytest.fixture(autouse=True)
-def _offline_local_disk(settings, tmp_path):
-    """No provider keys (offline model everywhere) and uploads under a temporary MEDIA_ROOT."""
-    for name in PROVIDER_SETTINGS:
-        setattr(settings, name, "")
-    settings.CREDIT_ENFORCEMENT = "observe"
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    }
 
 
 @pytest.fixture

@@ -20,23 +20,6 @@ from chat.models import Room, Turn, UploadedFile
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
 
 
-@pytest.fixture(autouse=True)
-def _offline_local_disk(settings, tmp_path):
-    for name in (
-        "OPENAI_API_KEY",
-        "ANTHROPIC_API_KEY",
-        "GOOGLE_API_KEY",
-        "DEEPSEEK_API_KEY",
-        "TAVILY_API_KEY",
-    ):
-        setattr(settings, name, "")
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    }
-
-
 @pytest.fixture
 def user(db):
     return UserFactory()

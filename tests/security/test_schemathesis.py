@@ -46,13 +46,6 @@ CHECKS = [
     ignored_auth,
     negative_data_rejection,
 ]
-PROVIDER_SETTINGS = (
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "GOOGLE_API_KEY",
-    "DEEPSEEK_API_KEY",
-    "TAVILY_API_KEY",
-)
 FUZZ_SETTINGS = settings(
     max_examples=30,
     deadline=None,
@@ -132,15 +125,7 @@ def _known_inputs(user) -> tuple[dict, dict]:
     return path_ids, bodies
 
 
-def _live_schema(live_server, settings, tmp_path, *, admin: bool):
-    for name in PROVIDER_SETTINGS:
-        setattr(settings, name, "")  # the offline model: no network
-    settings.CREDIT_ENFORCEMENT = "observe"
-    settings.MEDIA_ROOT = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    }
+def _live_schema(live_server, settings, *, admin: bool):
     user = UserFactory()
     RoomFactory()  # someone else's room: its id must answer like a missing one
     if admin:
@@ -180,8 +165,8 @@ def outcomes() -> Counter:
 
 
 @pytest.fixture
-def user_schema(live_server, settings, tmp_path, outcomes):
-    schema = _live_schema(live_server, settings, tmp_path, admin=False)
+def user_schema(live_server, settings, outcomes):
+    schema = _live_schema(live_server, settings, admin=False)
     yield schema
     # The fuzzing reached the code behind validation, not only the 400s and 404s.
     _assert_reached(
@@ -198,8 +183,8 @@ def user_schema(live_server, settings, tmp_path, outcomes):
 
 
 @pytest.fixture
-def admin_schema(live_server, settings, tmp_path, outcomes):
-    schema = _live_schema(live_server, settings, tmp_path, admin=True)
+def admin_schema(live_server, settings, outcomes):
+    schema = _live_schema(live_server, settings, admin=True)
     yield schema
     _assert_reached(
         outcomes,
