@@ -1,27 +1,38 @@
 """Pantheon settings. Every value comes from the environment (or `.env`)."""
 
 import re
+import sys
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
+# manage.py commands that serve nothing and sign nothing that outlives them; they may run
+# without a SECRET_KEY (a newcomer's `makemigrations`, a schema-only `migrate`).
+KEYLESS_COMMANDS = frozenset(
+    {"makemigrations", "migrate", "showmigrations", "sqlmigrate", "createcachetable", "reconcile_wallets"}
+)
+
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env("SECRET_KEY", default="")
 if not SECRET_KEY:
-    if not DEBUG:
+    if DEBUG:
+        SECRET_KEY = "dev-insecure-only-for-debug"  # noqa: S105 - DEBUG only
+    elif Path(sys.argv[0]).name == "manage.py" and sys.argv[1:2] and sys.argv[1] in KEYLESS_COMMANDS:
+        SECRET_KEY = get_random_secret_key()  # throwaway: nothing signed with it is kept
+    else:
         raise ImproperlyConfigured(
             "SECRET_KEY is not set. Set SECRET_KEY in the environment or .env "
             "(or DEBUG=true for a local development server)."
         )
-    SECRET_KEY = "dev-insecure-only-for-debug"  # noqa: S105 - DEBUG only
 # Rotation: the previous key(s), comma-separated, still verify sessions and signed cursors
 # while everything new is signed with SECRET_KEY (docs/deploy.md, "Rotating keys").
 SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])

@@ -95,6 +95,19 @@ def test_debug_off_without_a_secret_key_refuses_to_start_with_a_clear_message():
             assert "ImproperlyConfigured" in result.stderr
 
 
+def test_schema_only_commands_run_without_a_secret_key():
+    """`makemigrations`/`migrate` sign nothing, so a missing key does not stop them."""
+    env = {
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "pantheon.example.com",
+        "DJANGO_SETTINGS_MODULE": "pantheon.settings",
+    }
+    result = _run("manage.py", "makemigrations", "--check", "--dry-run", **env)
+    assert result.returncode == 0, result.stderr
+    assert "No changes detected" in result.stdout
+    # Serving (and `check`) still refuse: see the test above.
+
+
 def test_a_malformed_throttle_rate_refuses_to_start():
     result = _run("manage.py", "check", **_production_env(THROTTLE_TURN_RATE="lots"))
     assert result.returncode != 0
