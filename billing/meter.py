@@ -44,25 +44,40 @@ _lock = threading.Lock()
 _snapshot: PricingSnapshot | None = None
 
 
-def _load_snapshot() -> PricingSnapshot:
-    from django.db.models import Max
-
+def load_snapshot(cursor) -> PricingSnapshot:
+    """The active prices through any DB-API cursor, in one statement so the edit
+    sequence and the rows agree. Django's connection reloads in place; the
+    listener in `billing.propagation` uses its own psycopg connection."""
     from billing.models import ModelPricing, PricingChange, PricingVersion
 
-    active = PricingVersion.objects.filter(is_active=True).values("id", "version").first()
-    change_seq = PricingChange.objects.aggregate(seq=Max("id"))["seq"] or 0
-    if active is None:
-        return PricingSnapshot(version="", version_id=None, change_seq=change_seq, loaded_at=time.time())
-    rows = ModelPricing.objects.filter(pricing_version_id=active["id"]).values_list(
-        "model_alias", "multiplier"
+    # `(SELECT 1)` keeps one row (with the edit sequence) even when no version is active.
+    cursor.execute(
+        f"SELECT (SELECT COALESCE(MAX(id), 0) FROM {PricingChange._meta.db_table}), "
+        "v.id, v.version, m.model_alias, m.multiplier FROM (SELECT 1) AS one "
+        f"LEFT JOIN {PricingVersion._meta.db_table} v ON v.is_active "
+        f"LEFT JOIN {ModelPricing._meta.db_table} m ON m.pricing_version_id = v.id"
     )
+    rows = cursor.fetchall()
+    change_seq, version_id, version = rows[0][:3]
     return PricingSnapshot(
-        version=active["version"],
-        version_id=active["id"],
-        change_seq=change_seq,
-        multipliers={alias: Decimal(multiplier) for alias, multiplier in rows},
+        version=version or "",
+        version_id=version_id,
+        change_seq=int(change_seq),
+        # str() first: SQLite hands back floats from a raw cursor, PostgreSQL Decimals.
+        multipliers={
+            alias: Decimal(str(multiplier)).quantize(CREDIT_QUANTUM)
+            for *_, alias, multiplier in rows
+            if alias is not None
+        },
         loaded_at=time.time(),
     )
+
+
+def _load_snapshot() -> PricingSnapshot:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        return load_snapshot(cursor)
 
 
 def reload_pricing_cache(*, force: bool = False) -> PricingSnapshot:

@@ -25,7 +25,6 @@ import os
 import sys
 import threading
 import time
-from decimal import Decimal
 
 import psycopg
 from django.conf import settings
@@ -61,32 +60,6 @@ def database_pricing_state(cursor) -> tuple[int | None, int]:
     )
     version_id, change_seq = cursor.fetchone()
     return version_id, int(change_seq)
-
-
-def load_snapshot(conn: psycopg.Connection) -> meter.PricingSnapshot:
-    """The active prices in one statement, so the edit sequence and the rows agree."""
-    from billing.models import ModelPricing, PricingChange, PricingVersion
-
-    with conn.cursor() as cursor:
-        cursor.execute(
-            f"SELECT (SELECT COALESCE(MAX(id), 0) FROM {PricingChange._meta.db_table}), "
-            f"v.id, v.version, m.model_alias, m.multiplier FROM {PricingVersion._meta.db_table} v "
-            f"LEFT JOIN {ModelPricing._meta.db_table} m ON m.pricing_version_id = v.id WHERE v.is_active"
-        )
-        rows = cursor.fetchall()
-        if not rows:
-            _, change_seq = database_pricing_state(cursor)
-            return meter.PricingSnapshot(
-                version="", version_id=None, change_seq=change_seq, loaded_at=time.time()
-            )
-    change_seq, version_id, version = rows[0][:3]
-    return meter.PricingSnapshot(
-        version=version,
-        version_id=version_id,
-        change_seq=int(change_seq),
-        multipliers={alias: Decimal(multiplier) for *_, alias, multiplier in rows if alias is not None},
-        loaded_at=time.time(),
-    )
 
 
 def listener_connection_params(alias: str = "default") -> dict:
@@ -226,7 +199,9 @@ class PricingListener:
         self._reload(conn, force=snapshot is not None and change_seq < snapshot.change_seq)
 
     def _reload(self, conn: psycopg.Connection, *, force: bool = False) -> None:
-        meter.install_pricing_snapshot(load_snapshot(conn), force=force)
+        with conn.cursor() as cursor:
+            snapshot = meter.load_snapshot(cursor)
+        meter.install_pricing_snapshot(snapshot, force=force)
         self.reloads += 1
 
 
