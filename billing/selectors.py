@@ -93,28 +93,24 @@ class DailyBurn:
 
 
 def usage_daily_by_model(*, user, days: int = 30, today: date | None = None) -> DailyBurn:
-    """Metered credits per (day, model) for the last `days` days, today included, zeros filled."""
-    from chat.models import LLMCallEvent
+    """Credits per (day, model) for the last `days` days, today included, zeros filled.
 
+    The same aggregate as the usage summary API (`usage_summary` by day and model);
+    models that burned nothing in the window (the unmetered manager) get no series.
+    """
     today = today or timezone.localdate()
     first = today - timedelta(days=days - 1)
     # A datetime bound (not created_at__date) so the (user, -created_at) index is used.
     since = timezone.make_aware(datetime.combine(first, time.min))
-    rows = (
-        LLMCallEvent.objects.filter(user_id=user.pk, metered=True, created_at__gte=since)
-        .annotate(day=TruncDate("created_at"))
-        .values("day", "model_alias")
-        .annotate(credits=Sum("credits_burned"))
-        .order_by("model_alias", "day")
-    )
     day_list = [first + timedelta(days=offset) for offset in range(days)]
     index = {day: position for position, day in enumerate(day_list)}
     series: dict[str, list[Decimal]] = {}
-    for row in rows:
+    for row in usage_summary(user=user, group_by=("model", "day"), since=since):
         position = index.get(row["day"])
-        if position is None:  # an event dated after `today` (clock skew); not in the window
+        # Nothing burned, or an event dated after `today` (clock skew): not on the chart.
+        if position is None or not row["credits_burned"]:
             continue
-        series.setdefault(row["model_alias"], [Decimal("0.0000")] * days)[position] = row["credits"]
+        series.setdefault(row["model_alias"], [Decimal("0.0000")] * days)[position] = row["credits_burned"]
     return DailyBurn(days=day_list, series=series)
 
 
