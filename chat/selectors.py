@@ -15,11 +15,6 @@ def room_get(*, user_id: int, room_id: int) -> Room | None:
     return Room.objects.filter(owner_id=user_id, pk=room_id).first()
 
 
-def room_get_for_turn(*, user_id: int, room_id: int) -> Room | None:
-    """The room with its owner's wallet joined in (`room.owner.wallet`): one query, not two."""
-    return Room.objects.filter(owner_id=user_id, pk=room_id).select_related("owner__wallet").first()
-
-
 def turn_list(*, user_id: int, room_id: int) -> QuerySet[Turn]:
     """A room's turns with everything the turn payload shows, in a fixed number of queries."""
     return (
@@ -31,21 +26,6 @@ def turn_list(*, user_id: int, room_id: int) -> QuerySet[Turn]:
             Prefetch("files", queryset=UploadedFile.objects.only("id").order_by("id")),
         )
         .order_by("-id")
-    )
-
-
-def room_recent_messages(*, room_id: int, turns: int) -> list[tuple[str, str, str]]:
-    """(role, model_alias, content) of the room's last `turns` turns, oldest first.
-
-    One query whatever the room's length.
-    """
-    if turns <= 0:
-        return []
-    recent = Turn.objects.filter(room_id=room_id).order_by("-id").values("id")[:turns]
-    return list(
-        Message.objects.filter(turn_id__in=recent)
-        .order_by("turn_id", "position")
-        .values_list("role", "model_alias", "content")
     )
 
 

@@ -10,12 +10,14 @@ leaves nothing behind and charges nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import mimetypes
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -24,15 +26,14 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation, ValidationError
 from django.core.files.uploadedfile import UploadedFile as UploadedContent
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
 from billing.meter import DEFAULT_ALIAS, credits_for, get_pricing_snapshot
-from billing.models import CreditWallet
 from billing.selectors import wallet_for_user
 from billing.services import DebitLine, wallet_debit_many, wallet_get_or_create
-from chat import llm, payloads, selectors, storage
+from chat import llm, payloads, selectors, storage, turn_sql
 from chat.errors import (
     IdempotencyInProgress,
     IdempotencyMismatch,
@@ -43,11 +44,16 @@ from chat.errors import (
 from chat.llm import AgentAnswer, ChatLine, Routing
 from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn, TurnIdempotencyKey, UploadedFile
 from chat.tools import tools_for_turn
+from chat.turn_sql import TurnContext
 
 if TYPE_CHECKING:
     from accounts.models import User
 
 logger = logging.getLogger(__name__)
+
+# On PostgreSQL the turn is written by one statement (chat/turn_sql.py); tests turn this off to
+# run the ORM write, the reference it is checked against.
+SINGLE_STATEMENT_WRITE = True
 
 
 # --- Rooms ---------------------------------------------------------------------
@@ -145,11 +151,15 @@ async def afile_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
 
 @dataclass(frozen=True)
 class TurnRequest:
-    room: Room
+    context: TurnContext
     content: str
     model_alias: str | None
     files: list[UploadedFile]
     fingerprint: str
+
+    @property
+    def room(self) -> Room:
+        return self.context.room
 
 
 @dataclass(frozen=True)
@@ -172,9 +182,10 @@ class ReservationLost(Exception):
 def _validate_turn(
     *, user: User, room_id: int, content: object, model_alias: object, file_ids: object
 ) -> TurnRequest:
-    room = selectors.room_get_for_turn(user_id=user.pk, room_id=room_id)
-    if room is None:
+    context = _turn_context(user=user, room_id=room_id)
+    if context is None:
         raise NotFound("Room not found.")
+    room = context.room
     errors: dict[str, list[str]] = {}
     content = content.strip() if isinstance(content, str) else ""
     if not content:
@@ -199,7 +210,13 @@ def _validate_turn(
     if errors:
         raise ValidationError(errors)
     fingerprint = turn_fingerprint(room_id=room.pk, content=content, model_alias=alias, file_ids=ids)
-    return TurnRequest(room=room, content=content, model_alias=alias, files=files, fingerprint=fingerprint)
+    return TurnRequest(
+        context=context, content=content, model_alias=alias, files=files, fingerprint=fingerprint
+    )
+
+
+def _turn_context(*, user: User, room_id: int) -> TurnContext | None:
+    return turn_sql.turn_context(user_id=user.pk, room_id=room_id, turns=settings.CHAT_HISTORY_TURNS)
 
 
 def turn_fingerprint(*, room_id: int, content: str, model_alias: str | None, file_ids: list[int]) -> str:
@@ -359,50 +376,54 @@ def _commit_turn(
         for answer in answers
         for record in answer.tool_calls
     ]
-    credits_burned = sum((event.credits_burned for event in events), Decimal(0))
-
-    with transaction.atomic():
-        turn = Turn.objects.create(
-            room=room, user_id=user.pk, content=request.content, credits_burned=credits_burned
+    turn = Turn(
+        room=room,
+        user_id=user.pk,
+        content=request.content,
+        credits_burned=sum((event.credits_burned for event in events), Decimal(0)),
+    )
+    messages = [Message(turn=turn, position=0, role=Message.Role.USER, content=request.content)]
+    messages += [
+        Message(
+            turn=turn,
+            position=position,
+            role=Message.Role.ASSISTANT,
+            model_alias=a.model_alias,
+            content=a.content,
         )
-        if request.files:
-            Turn.files.through.objects.bulk_create(
-                [Turn.files.through(turn_id=turn.pk, uploadedfile_id=f.pk) for f in request.files]
-            )
-        messages = [Message(turn=turn, position=0, role=Message.Role.USER, content=request.content)]
-        messages += [
-            Message(
+        for position, a in enumerate(answers, start=1)
+    ]
+    for event in [*events, *tool_events]:
+        event.turn = turn
+    file_ids = [f.pk for f in request.files]
+    single_statement = SINGLE_STATEMENT_WRITE and connection.vendor == "postgresql"
+    with _turn_transaction(single_statement=single_statement, reservation=reservation):
+        if single_statement:
+            balance = turn_sql.write_turn(
                 turn=turn,
-                position=position,
-                role=Message.Role.ASSISTANT,
-                model_alias=a.model_alias,
-                content=a.content,
+                file_ids=file_ids,
+                messages=messages,
+                events=events,
+                tool_events=tool_events,
+                wallet_id=wallet_id,
+                now=timezone.now(),
             )
-            for position, a in enumerate(answers, start=1)
-        ]
-        Message.objects.bulk_create(messages)
-        for event in [*events, *tool_events]:
-            event.turn = turn
-        LLMCallEvent.objects.bulk_create(events)
-        if tool_events:
-            ToolCallEvent.objects.bulk_create(tool_events)
-        lines = [
-            DebitLine(
-                amount=e.credits_burned, usage_event_id=e.pk, description=f"{e.model_alias} · turn {turn.pk}"
-            )
-            for e in events
-            if e.metered and e.credits_burned > 0  # a debit is strictly negative: 0 credits, no row
-        ]
-        if lines:
-            balance = wallet_debit_many(wallet_id=wallet_id, lines=lines)[-1].balance_after
         else:
-            balance = wallet_for_user(user=user).balance
+            balance = _write_turn_orm(
+                user=user,
+                turn=turn,
+                file_ids=file_ids,
+                messages=messages,
+                events=events,
+                tool_events=tool_events,
+                wallet_id=wallet_id,
+            )
         payload = payloads.turn_payload(
             turn,
             messages=messages,
             llm_calls=events,
             tool_calls=tool_events,
-            file_ids=[f.pk for f in request.files],
+            file_ids=file_ids,
             balance=balance,
         )
         if reservation is not None:
@@ -417,21 +438,63 @@ def _commit_turn(
     return payload
 
 
-def _joined_wallet(room: Room) -> CreditWallet | None:
-    """The wallet `room_get_for_turn` fetched with the room, if the user has one yet."""
-    try:
-        return room.owner.wallet
-    except CreditWallet.DoesNotExist:
-        return None
+def _turn_transaction(*, single_statement: bool, reservation: Reservation | None):
+    """The transaction around the turn's write.
+
+    One statement in autocommit mode is a transaction of its own, so the
+    single-statement write needs none (a BEGIN and a COMMIT would be two more
+    round trips). It does when the key's UPDATE must commit with it, and inside
+    a caller's transaction, where a savepoint keeps a failure from aborting it.
+    """
+    if single_statement and reservation is None and not connection.in_atomic_block:
+        return nullcontext()
+    return transaction.atomic()
+
+
+def _write_turn_orm(
+    *,
+    user: User,
+    turn: Turn,
+    file_ids: list[int],
+    messages: list[Message],
+    events: list[LLMCallEvent],
+    tool_events: list[ToolCallEvent],
+    wallet_id: int,
+) -> Decimal:
+    """The turn's write through the ORM (SQLite; the reference for `turn_sql.write_turn`).
+
+    Runs inside the caller's transaction; returns the wallet's balance after the debits.
+    """
+    turn.save(force_insert=True)
+    if file_ids:
+        Turn.files.through.objects.bulk_create(
+            [Turn.files.through(turn_id=turn.pk, uploadedfile_id=file_id) for file_id in file_ids]
+        )
+    Message.objects.bulk_create(messages)
+    LLMCallEvent.objects.bulk_create(events)
+    if tool_events:
+        ToolCallEvent.objects.bulk_create(tool_events)
+    lines = [
+        DebitLine(
+            amount=e.credits_burned, usage_event_id=e.pk, description=f"{e.model_alias} · turn {turn.pk}"
+        )
+        for e in events
+        if e.metered and e.credits_burned > 0  # a debit is strictly negative: 0 credits, no row
+    ]
+    if lines:
+        return wallet_debit_many(wallet_id=wallet_id, lines=lines)[-1].balance_after
+    return wallet_for_user(user=user).balance
 
 
 def _run_turn(*, user: User, request: TurnRequest, reservation: Reservation | None) -> dict:
-    wallet = _joined_wallet(request.room) or wallet_get_or_create(user=user)
+    context = request.context
+    if context.wallet_id is None:
+        wallet = wallet_get_or_create(user=user)
+        wallet_id, balance = wallet.pk, wallet.balance
+    else:
+        wallet_id, balance = context.wallet_id, context.balance
     history = [
-        ChatLine(role=role, model_alias=alias, content=content)
-        for role, alias, content in selectors.room_recent_messages(
-            room_id=request.room.pk, turns=settings.CHAT_HISTORY_TURNS
-        )
+        ChatLine(role=role, model_alias=alias, content=content) for role, alias, content in context.history
     ]
     attachments = [
         llm.attachment_line(file_id=f.pk, name=f.name, content_type=f.content_type, size=f.size)
@@ -440,12 +503,12 @@ def _run_turn(*, user: User, request: TurnRequest, reservation: Reservation | No
     prompt = llm.user_prompt(request.content, attachments)
     if settings.CREDIT_ENFORCEMENT == "enforce":
         estimated = _estimate_credits(request, history, prompt)
-        if wallet.balance < estimated:
-            raise InsufficientCredits(balance=wallet.balance, estimated_credits=estimated)
+        if balance < estimated:
+            raise InsufficientCredits(balance=balance, estimated_credits=estimated)
     routing, answers = _run_models(user=user, request=request, history=history, prompt=prompt)
     return _commit_turn(
         user=user,
-        wallet_id=wallet.pk,
+        wallet_id=wallet_id,
         request=request,
         routing=routing,
         answers=answers,
@@ -509,7 +572,12 @@ def _run_idempotent(*, user: User, request: TurnRequest, key: str) -> TurnOutcom
         if stored is not None:
             return TurnOutcome(stored, replayed=True)
         try:
-            return TurnOutcome(_run_turn(user=user, request=request, reservation=reservation), replayed=False)
+            # Read again: the history and balance read before the reservation may be stale by now.
+            context = _turn_context(user=user, room_id=request.room.pk)
+            if context is None:
+                raise NotFound("Room not found.")
+            current = dataclasses.replace(request, context=context)
+            return TurnOutcome(_run_turn(user=user, request=current, reservation=reservation), replayed=False)
         except ReservationLost:
             continue  # another request owns the key now; wait for its response
         except BaseException:

@@ -14,7 +14,7 @@ from billing.models import CreditTransaction, CreditWallet
 from billing.services import pricing_update_multiplier
 from chat import llm, services
 from chat.models import LLMCallEvent, Message, Turn
-from tests.chat.helpers import balance_of, db_state, logged_in, upload
+from tests.chat.helpers import balance_of, db_state, failing_insert, logged_in, upload
 from tests.factories import RoomFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -209,39 +209,35 @@ def test_a_provider_reply_without_usage_is_refused_and_not_charged(api, user, op
     assert db_state(user) == before
 
 
-def test_a_database_error_at_commit_rolls_back_the_turn_and_the_debit(api, user, monkeypatch):
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_database_error_at_commit_rolls_back_the_turn_and_the_debit(write_path):
+    # A real commit (no test transaction around it): every statement of the turn runs, the
+    # wallet UPDATE and the ledger INSERT included, then PostgreSQL refuses the COMMIT.
+    user = UserFactory()
     room = RoomFactory(owner=user, agents=["gpt-4o", "deepseek"])
-    real_debit = services.wallet_debit_many
-    debited = []
-
-    def debit_then_fail(**kwargs):
-        debited.append(real_debit(**kwargs))  # the wallet UPDATE and ledger rows really happen ...
-        raise DatabaseError("connection lost at commit")  # ... then the commit fails
-
-    monkeypatch.setattr(services, "wallet_debit_many", debit_then_fail)
+    api = logged_in(user)
     before = db_state(user)
 
-    response = post_turn(api, room, content="Commit me", model_alias="deepseek")
+    with failing_insert("billing_credittransaction", "connection lost at commit", at_commit=True):
+        response = post_turn(api, room, content="Commit me", model_alias="deepseek")
+        assert response.status_code == 500
+        assert response.json() == {"error": "server_error", "detail": "Internal server error."}
+        assert db_state(user) == before
 
-    assert response.status_code == 500
-    assert response.json() == {"error": "server_error", "detail": "Internal server error."}
-    assert len(debited) == 1
-    assert db_state(user) == before
+    # The same turn, once the fault is gone, commits and charges once.
+    assert post_turn(api, room, content="Commit me", model_alias="deepseek").status_code == 201
+    assert CreditTransaction.objects.filter(wallet__user=user, kind="debit").count() == 1
 
 
-def test_a_failing_insert_inside_the_atomic_leaves_nothing(user, monkeypatch):
+def test_a_failing_insert_inside_the_transaction_leaves_nothing(user, write_path):
     room = RoomFactory(owner=user, agents=["gpt-4o"])
     notes = upload(user, "n.txt", b"notes")
-
-    def broken_bulk_create(*args, **kwargs):
-        raise DatabaseError("disk full")
-
-    monkeypatch.setattr(type(LLMCallEvent.objects), "bulk_create", broken_bulk_create)
     before = db_state(user)
 
-    with pytest.raises(DatabaseError):
+    with failing_insert("chat_llmcallevent", "disk full"), pytest.raises(DatabaseError, match="disk full"):
         services.turn_post(user=user, room_id=room.pk, content="Read it", file_ids=[notes.pk])
 
+    # Inside the caller's (here the test's) transaction, the failure rolled back to a savepoint.
     assert db_state(user) == before
 
 

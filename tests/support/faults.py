@@ -151,10 +151,13 @@ class CommitGate:
         """(backend pid, client port) of the turn transaction waiting at the gate."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            # The backend queued on the gate's own advisory lock (the turn's statement text is too
+            # long for pg_stat_activity to show where it stopped).
             row = self.holder.execute(
-                "SELECT pid, client_port FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND wait_event = 'advisory' "
-                "AND query LIKE 'INSERT INTO \"billing_credittransaction\"%'"
+                "SELECT a.pid, a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND NOT l.granted AND l.classid = 0 AND l.objid = %s "
+                "AND l.objsubid = 1 AND a.datname = current_database()",
+                [GATE_LOCK_KEY],
             ).fetchone()
             if row is not None:
                 return row
