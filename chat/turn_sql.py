@@ -28,6 +28,7 @@ from decimal import Decimal
 
 import psycopg
 from django.db import connection
+from django.db.backends.utils import CursorDebugWrapper
 
 from billing.models import CreditTransaction, CreditWallet
 from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn
@@ -63,6 +64,17 @@ class _PreparedCursor(psycopg.Cursor):
         return super().execute(query, params, prepare=prepare, binary=binary)
 
 
+class _DebugWrapper(CursorDebugWrapper):
+    """Django's query log for these statements, with their text as written.
+
+    Django reads the executed query back from psycopg's client-side-binding
+    cursor; a server-side-binding one keeps no copy, so the log would say None.
+    """
+
+    def debug_sql(self, sql=None, params=None, use_last_executed_query=False, many=False):
+        return super().debug_sql(sql, params, use_last_executed_query=False, many=many)
+
+
 @contextmanager
 def _cursor() -> Iterator:
     """A Django cursor (query logging, execute wrappers, Django's exceptions) for these statements."""
@@ -72,7 +84,7 @@ def _cursor() -> Iterator:
         return
     connection.ensure_connection()
     raw = _PreparedCursor(connection.connection)
-    cursor = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
+    cursor = _DebugWrapper(raw, connection) if connection.queries_logged else connection.make_cursor(raw)
     with cursor:
         yield cursor
 

@@ -148,7 +148,7 @@ def test_agents_see_the_rooms_recent_history(user, openai_server, settings):
     ]
 
 
-def test_a_zero_token_call_is_recorded_without_a_debit_row(api, user, openai_server):
+def test_a_zero_token_call_is_recorded_without_a_debit_row(api, user, openai_server, write_path):
     openai_server(prompt_tokens=0, completion_tokens=0)
     room = RoomFactory(owner=user, agents=["gpt-4o"])
     before = db_state(user)
