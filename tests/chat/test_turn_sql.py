@@ -62,51 +62,50 @@ def _write(path: str, monkeypatch, agents: list[str], turns: list[tuple]) -> tup
 
 
 def _rows(user) -> dict:
-    """What a user's turns wrote, with ids and times replaced by positions."""
+    """Every column of every row a user's turns wrote, ids and times replaced by positions.
+
+    All concrete fields, not a list: a column added to these tables that the
+    statement does not write shows up here as a difference.
+    """
     turns = list(Turn.objects.filter(user=user).order_by("id"))
     turn_no = {turn.pk: n for n, turn in enumerate(turns)}
     events = list(LLMCallEvent.objects.filter(user=user).order_by("id"))
     event_no = {event.pk: n for n, event in enumerate(events)}
     wallet = CreditWallet.objects.get(user=user)
+    owner = {"user_id": "the user", "room_id": "the room"}
     return {
-        "turns": [(t.content, t.credits_burned, t.files.count()) for t in turns],
+        "turns": [{**_columns(t, **owner), "files": t.files.count()} for t in turns],
         "messages": [
-            (turn_no[m.turn_id], m.position, m.role, m.model_alias, m.content)
+            _columns(m, turn_id=turn_no[m.turn_id])
             for m in Message.objects.filter(turn__user=user).order_by("turn_id", "position")
         ],
-        "usage": [
-            (
-                turn_no[e.turn_id],
-                e.model_alias,
-                e.provider_model,
-                e.purpose,
-                e.input_tokens,
-                e.output_tokens,
-                e.multiplier,
-                e.pricing_version,
-                e.credits_burned,
-                e.metered,
-                e.room_id == turns[0].room_id,
-            )
-            for e in events
-        ],
+        "usage": [_columns(e, **owner, turn_id=turn_no[e.turn_id]) for e in events],
         "tool_calls": [
-            (turn_no[t.turn_id], t.model_alias, t.tool_name, _uploads_named(t.arguments), t.status, t.error)
+            _columns(t, **owner, turn_id=turn_no[t.turn_id], arguments=_uploads_named(t.arguments))
             for t in ToolCallEvent.objects.filter(user=user).order_by("id")
         ],
         "ledger": [
-            (
-                row.kind,
-                row.amount,
-                row.balance_after,
-                None if row.usage_event_id is None else event_no[row.usage_event_id],
-                row.idempotency_key is None,
-                _numbered(row.description, turn_no),
+            _columns(
+                row,
+                wallet_id="the wallet",
+                usage_event_id=None if row.usage_event_id is None else event_no[row.usage_event_id],
+                description=_numbered(row.description, turn_no),
+                # The beta grant's key names the user.
+                idempotency_key=(row.idempotency_key or "").replace(str(user.pk), "<user>") or None,
             )
             for row in CreditTransaction.objects.filter(wallet=wallet).order_by("id")
         ],
-        "wallet": (wallet.balance, wallet.lifetime_granted, wallet.lifetime_burned),
+        "wallet": _columns(wallet, user_id="the user"),
     }
+
+
+def _columns(row, **replaced) -> dict:
+    """A row's columns but its id and times (they differ between any two writes), with `replaced`."""
+    skipped = {"id", "created_at", "updated_at", "latency_ms"}
+    fields = [f for f in row._meta.concrete_fields if f.attname not in skipped]
+    values = {f.attname: getattr(row, f.attname) for f in fields}
+    assert set(replaced) <= set(values) | {"files"}, set(replaced) - set(values)
+    return {**values, **replaced}
 
 
 def _uploads_named(arguments: dict) -> dict:
@@ -148,7 +147,7 @@ def test_the_single_statement_writes_exactly_what_the_orm_writes(scenario, monke
     # The scenario really covers what it says: debits, history, and (where asked) tools and files.
     assert len(sql_rows["ledger"]) > len(turns)
     if any(attach for *_, attach in turns):
-        assert sql_rows["tool_calls"] and sql_rows["turns"][0][2] == 1
+        assert sql_rows["tool_calls"] and sql_rows["turns"][0]["files"] == 1
     # The response names the rows that were written.
     for payload in sql_payloads:
         turn = Turn.objects.get(pk=payload["id"])
