@@ -1,10 +1,13 @@
 """Chat writes: rooms, uploads and the metered turn.
 
-A turn is all-or-nothing. Routing, agents and tools run first, outside any
-transaction and without any lock; then one `transaction.atomic()` writes the
-turn, its messages, its usage and tool events and, last, one debit per metered
-call (`wallet_debit_many`, whose wallet UPDATE holds the row lock only until
-the commit a few statements later). Any failure before or during that commit
+A turn is all-or-nothing. It reads its room, wallet and history in one
+statement (`chat.turn_sql.turn_context`); routing, agents and tools run next,
+outside any transaction and without any lock; then the turn, its messages,
+its usage and tool events and one debit per metered call are written
+together. On PostgreSQL that is one statement (`chat.turn_sql.write_turn`),
+a transaction by itself; elsewhere (SQLite) `_write_turn_orm` does it in one
+`transaction.atomic()`, debits last, so the wallet row is locked only until
+the commit a few statements later. Any failure before or during that commit
 leaves nothing behind and charges nothing.
 """
 
