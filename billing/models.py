@@ -128,7 +128,10 @@ class CreditTransaction(models.Model):
         REFUND = "refund"
         ADJUSTMENT = "adjustment"
 
-    wallet = models.ForeignKey(CreditWallet, on_delete=models.PROTECT, related_name="transactions")
+    # Indexed by billing_ledger_wallet_newest (wallet, -id).
+    wallet = models.ForeignKey(
+        CreditWallet, on_delete=models.PROTECT, related_name="transactions", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # Signed change to the balance: grants/refunds add, debits subtract.
     amount = models.DecimalField(**CREDIT_DIGITS)

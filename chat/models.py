@@ -28,7 +28,8 @@ class Room(models.Model):
 
 
 class Turn(models.Model):
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="turns")
+    # Indexed by chat_turn_room_order (room, id); a second index on room alone only costs writes.
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="turns", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="turns")
     content = models.TextField()
     # Uploads the user attached to this turn (the agents may read them with the file tools).
@@ -52,7 +53,8 @@ class Message(models.Model):
         USER = "user"
         ASSISTANT = "assistant"
 
-    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="messages")
+    # Indexed by the unique (turn, position) constraint.
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="messages", db_index=False)
     position = models.PositiveSmallIntegerField(default=0)
     role = models.CharField(max_length=16, choices=Role.choices)
     model_alias = models.CharField(max_length=64, blank=True, default="")
@@ -78,7 +80,10 @@ class LLMCallEvent(models.Model):
         MANAGER = "manager"
         SUMMARY = "summary"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="llm_calls")
+    # Indexed by chat_usage_user_newest (user, -created_at, -id).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="llm_calls", db_index=False
+    )
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="llm_calls")
     turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="llm_calls")
     model_alias = models.CharField(max_length=64)
