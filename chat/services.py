@@ -190,9 +190,11 @@ def _validate_turn(
         raise NotFound("Room not found.")
     room = context.room
     errors: dict[str, list[str]] = {}
+    if content is not None and not isinstance(content, str):
+        errors["content"] = ["Send the message as a string."]
     content = content.strip() if isinstance(content, str) else ""
     if not content:
-        errors["content"] = ["Write a message."]
+        errors.setdefault("content", ["Write a message."])
     elif len(content) > settings.TURN_MAX_CONTENT_CHARS:
         errors["content"] = [f"A message has at most {settings.TURN_MAX_CONTENT_CHARS} characters."]
     alias = model_alias or None
@@ -200,9 +202,15 @@ def _validate_turn(
         errors["model_alias"] = [f"Unknown model alias {alias!r}."]
     elif alias is not None and alias not in room.agents:
         errors["model_alias"] = [f"{alias} is not an agent of this room ({', '.join(room.agents)})."]
-    ids = list(dict.fromkeys(file_ids or []))
+    well_formed = file_ids is None or (
+        isinstance(file_ids, list)
+        and all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in file_ids)
+    )
+    ids = list(dict.fromkeys(file_ids or [])) if well_formed else []
     files: list[UploadedFile] = []
-    if len(ids) > settings.TURN_MAX_FILES:
+    if not well_formed:
+        errors["files"] = ["Send a list of your file ids, e.g. [12, 15]."]
+    elif len(ids) > settings.TURN_MAX_FILES:
         errors["files"] = [f"Attach at most {settings.TURN_MAX_FILES} files."]
     elif ids:
         found = selectors.files_by_id(user_id=user.pk, file_ids=ids)
@@ -523,12 +531,15 @@ def turn_post(
     *,
     user: User,
     room_id: int,
-    content: str,
-    model_alias: str | None = None,
-    file_ids: list[int] | None = None,
+    content: object,
+    model_alias: object = None,
+    file_ids: object = None,
     idempotency_key: str | None = None,
 ) -> TurnOutcome:
     """Post a turn: route, run the agents and their tools, then commit and charge once.
+
+    The fields come as the client sent them and are checked here, types included
+    (a ValidationError names each bad field).
 
     With an `idempotency_key` (scoped to the user) a replay of the same body
     returns the first response and charges nothing; a different body is 409.

@@ -31,7 +31,8 @@ class RoomSerializer(serializers.Serializer):
 
 
 class TurnCreateSerializer(serializers.Serializer):
-    # Length and emptiness are the service's rules (settings-driven); here only types.
+    """The turn body, for the OpenAPI schema; `chat.services.turn_post` validates it."""
+
     content = serializers.CharField(allow_blank=True, trim_whitespace=False)
     model_alias = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
     files = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=50)

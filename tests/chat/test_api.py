@@ -175,6 +175,12 @@ def test_history_is_newest_first_paginated_and_has_no_balance(api, user):
         ({"content": "hi", "model_alias": "gpt-5-ultra"}, "model_alias"),
         ({"content": "hi", "model_alias": "claude-sonnet"}, "model_alias"),  # not in this room
         ({"content": "hi", "files": [10**9]}, "files"),
+        ({"content": 42}, "content"),
+        ({"content": ["hi"]}, "content"),
+        ({"content": "hi", "model_alias": 7}, "model_alias"),
+        ({"content": "hi", "files": [True]}, "files"),
+        ({"content": "hi", "files": [-3]}, "files"),
+        ({"content": "hi", "files": {"id": 1}}, "files"),
     ],
 )
 def test_bad_turn_input_is_a_json_400_and_charges_nothing(api, user, body, field):
@@ -185,6 +191,16 @@ def test_bad_turn_input_is_a_json_400_and_charges_nothing(api, user, body, field
 
     assert response.status_code == 400
     assert response.json()["error"] == "invalid" and field in response.json()["detail"]
+    assert db_state(user) == before
+
+
+def test_a_body_that_is_not_an_object_is_a_json_400(api, user):
+    room = RoomFactory(owner=user, agents=["gpt-4o"])
+    before = db_state(user)
+
+    response = api.post(f"/api/v1/rooms/{room.pk}/turns/", ["hi"], format="json")
+
+    assert response.status_code == 400 and response.json()["error"] == "invalid"
     assert db_state(user) == before
 
 
