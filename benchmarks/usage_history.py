@@ -23,7 +23,7 @@ not held to that goal. `EXPLAIN (ANALYZE, BUFFERS)` of every statement the
 views send at 1M is printed and must use an index, never a sequential scan of
 the events table.
 
-    .venv/bin/python benchmarks/usage_history.py [--repeat 50] [--reseed] [--plans]
+    .venv/bin/python benchmarks/usage_history.py [--repeat 200] [--reseed] [--plans]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ HEAVY_SHARE = 5  # every 5th event belongs to the heavy user: 20 %
 SPAN = timedelta(days=365)
 # A fixed "newest event" so a database seeded months ago still answers the same reads.
 NEWEST = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-REPEAT = 50
+REPEAT = 200
 WARMUP = 5
 DEEP_FRACTION = 0.75
 GOAL_RATIO = 1.5
