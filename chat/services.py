@@ -34,7 +34,7 @@ from django.utils import timezone
 from django.utils.text import get_valid_filename
 
 from billing.meter import DEFAULT_ALIAS, credits_for, get_pricing_snapshot
-from billing.selectors import wallet_for_user
+from billing.models import CreditWallet
 from billing.services import DebitLine, wallet_debit_many, wallet_get_or_create
 from chat import llm, payloads, selectors, storage, turn_sql
 from chat.errors import (
@@ -408,27 +408,16 @@ def _commit_turn(
         event.turn = turn
     file_ids = [f.pk for f in request.files]
     single_statement = SINGLE_STATEMENT_WRITE and connection.vendor == "postgresql"
+    write = turn_sql.write_turn if single_statement else _write_turn_orm
     with _turn_transaction(single_statement=single_statement, reservation=reservation):
-        if single_statement:
-            balance = turn_sql.write_turn(
-                turn=turn,
-                file_ids=file_ids,
-                messages=messages,
-                events=events,
-                tool_events=tool_events,
-                wallet_id=wallet_id,
-                now=timezone.now(),
-            )
-        else:
-            balance = _write_turn_orm(
-                user=user,
-                turn=turn,
-                file_ids=file_ids,
-                messages=messages,
-                events=events,
-                tool_events=tool_events,
-                wallet_id=wallet_id,
-            )
+        balance = write(
+            turn=turn,
+            file_ids=file_ids,
+            messages=messages,
+            events=events,
+            tool_events=tool_events,
+            wallet_id=wallet_id,
+        )
         payload = payloads.turn_payload(
             turn,
             messages=messages,
@@ -464,7 +453,6 @@ def _turn_transaction(*, single_statement: bool, reservation: Reservation | None
 
 def _write_turn_orm(
     *,
-    user: User,
     turn: Turn,
     file_ids: list[int],
     messages: list[Message],
@@ -494,7 +482,7 @@ def _write_turn_orm(
     ]
     if lines:
         return wallet_debit_many(wallet_id=wallet_id, lines=lines)[-1].balance_after
-    return wallet_for_user(user=user).balance
+    return CreditWallet.objects.values_list("balance", flat=True).get(pk=wallet_id)
 
 
 def _run_turn(*, user: User, request: TurnRequest, reservation: Reservation | None) -> dict:

@@ -23,12 +23,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 
 import psycopg
 from django.db import connection
 from django.db.backends.utils import CursorDebugWrapper
+from django.utils import timezone
 
 from billing.models import CreditTransaction, CreditWallet
 from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn
@@ -199,13 +199,13 @@ def write_turn(
     events: list[LLMCallEvent],
     tool_events: list[ToolCallEvent],
     wallet_id: int,
-    now: datetime,
 ) -> Decimal:
     """Write everything in one statement; set the new primary keys; return the wallet's balance.
 
     Every metered call with credits gets one debit ledger row, in call order,
     like `wallet_debit_many`; the caller has already priced the calls.
     """
+    now = timezone.now()
     debit = sum((e.credits_burned for e in events if e.metered and e.credits_burned > 0), Decimal(0))
     params = {
         "room": turn.room_id,
