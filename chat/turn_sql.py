@@ -181,7 +181,11 @@ WITH turn AS (
 SELECT turn.id,
     COALESCE((SELECT balance FROM wallet),
              (SELECT balance FROM {CreditWallet._meta.db_table} WHERE id = %(wallet)s)),
-    (SELECT COALESCE(array_agg(calls.id ORDER BY calls.n), '{{}}') FROM calls)
+    (SELECT COALESCE(array_agg(calls.id ORDER BY calls.n), '{{}}') FROM calls),
+    -- A turn that costs credits must not commit without its debit: no wallet row updated fails
+    -- the whole statement (plain SQL has no RAISE; the failing cast carries the message).
+    CASE WHEN %(debit)s > 0 AND NOT EXISTS (SELECT 1 FROM wallet)
+         THEN ('no wallet ' || %(wallet)s || ' to charge this turn to')::integer END
 FROM turn
 """
 
@@ -258,7 +262,7 @@ def write_turn(
     }
     with _cursor() as cursor:
         cursor.execute(_WRITE_SQL, params)
-        turn_id, balance, event_ids = cursor.fetchone()
+        turn_id, balance, event_ids, _ = cursor.fetchone()
     turn.pk = turn_id
     turn.created_at = now
     for event, event_id in zip(events, event_ids, strict=True):

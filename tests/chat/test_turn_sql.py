@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.db import connection, connections
+from django.db import DataError, connection, connections
 from django.test.utils import CaptureQueriesContext
 
 from billing.models import CreditTransaction, CreditWallet
@@ -174,6 +174,26 @@ def test_a_turn_costs_two_statements_of_its_own(monkeypatch):
     # The read (room, wallet, history) and the write (turn, messages, 4 usage rows, 3 debits).
     assert len(captured) == 2, [q["sql"][:80] for q in captured]
     assert len(payload["usage"]) == 4
+
+
+@pytest.mark.django_db
+def test_a_turn_that_cannot_be_charged_writes_nothing(monkeypatch):
+    """Defence in depth: a wallet id that matches no row fails the statement, it is not a free turn."""
+    monkeypatch.setattr(services, "SINGLE_STATEMENT_WRITE", True)
+    user = UserFactory()
+    room = RoomFactory(owner=user)
+    real_write = turn_sql.write_turn
+
+    def write_to_a_missing_wallet(**kwargs):
+        return real_write(**{**kwargs, "wallet_id": 10**12})
+
+    monkeypatch.setattr(turn_sql, "write_turn", write_to_a_missing_wallet)
+    before = (Turn.objects.count(), LLMCallEvent.objects.count(), CreditTransaction.objects.count())
+
+    with pytest.raises(DataError, match="no wallet 1000000000000 to charge this turn to"):
+        services.turn_post(user=user, room_id=room.pk, content="charge me")
+
+    assert (Turn.objects.count(), LLMCallEvent.objects.count(), CreditTransaction.objects.count()) == before
 
 
 @pytest.mark.django_db
