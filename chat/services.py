@@ -195,6 +195,8 @@ def _validate_turn(
     content = content.strip() if isinstance(content, str) else ""
     if not content:
         errors.setdefault("content", ["Write a message."])
+    elif "\x00" in content:
+        errors["content"] = ["Null characters are not allowed."]  # PostgreSQL text cannot hold them
     elif len(content) > settings.TURN_MAX_CONTENT_CHARS:
         errors["content"] = [f"A message has at most {settings.TURN_MAX_CONTENT_CHARS} characters."]
     alias = model_alias or None

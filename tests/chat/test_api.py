@@ -176,6 +176,7 @@ def test_history_is_newest_first_paginated_and_has_no_balance(api, user):
         ({"content": "hi", "model_alias": "claude-sonnet"}, "model_alias"),  # not in this room
         ({"content": "hi", "files": [10**9]}, "files"),
         ({"content": 42}, "content"),
+        ({"content": "a\x00b"}, "content"),
         ({"content": ["hi"]}, "content"),
         ({"content": "hi", "model_alias": 7}, "model_alias"),
         ({"content": "hi", "files": [True]}, "files"),
