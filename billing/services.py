@@ -46,8 +46,8 @@ def parse_credits(value: object) -> Decimal:
     return amount.quantize(CREDIT_QUANTUM)
 
 
-def _as_decimal(value: object) -> Decimal:
-    # SQLite hands back floats from a raw cursor; PostgreSQL hands back Decimal.
+def credits_from_db(value: object) -> Decimal:
+    """A credit column read through a raw cursor: SQLite hands back floats, PostgreSQL Decimal."""
     return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(CREDIT_QUANTUM)
 
 
@@ -72,7 +72,7 @@ def _apply_to_wallet(
         row = cursor.fetchone()
     if row is None:
         raise LedgerError(f"wallet {wallet_id} does not exist")
-    return _as_decimal(row[0])
+    return credits_from_db(row[0])
 
 
 def _append_ledger_row(row: CreditTransaction) -> CreditTransaction:

@@ -31,9 +31,8 @@ from django.db.backends.utils import CursorDebugWrapper
 from django.utils import timezone
 
 from billing.models import CreditTransaction, CreditWallet
+from billing.services import credits_from_db
 from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn
-
-CREDIT_QUANTUM = Decimal("0.0001")
 
 
 @dataclass(frozen=True)
@@ -43,11 +42,6 @@ class TurnContext:
     balance: Decimal | None
     # (role, model_alias, content) of the last turns' messages, oldest first.
     history: list[tuple[str, str, str]]
-
-
-def _decimal(value: object) -> Decimal:
-    # SQLite hands back floats (or text) from a raw cursor; PostgreSQL hands back Decimal.
-    return value if isinstance(value, Decimal) else Decimal(str(value)).quantize(CREDIT_QUANTUM)
 
 
 class _PreparedCursor(psycopg.Cursor):
@@ -119,7 +113,7 @@ def turn_context(*, user_id: int, room_id: int, turns: int) -> TurnContext | Non
     return TurnContext(
         room=room,
         wallet_id=wallet_id,
-        balance=None if balance is None else _decimal(balance),
+        balance=None if balance is None else credits_from_db(balance),
         history=history,
     )
 
@@ -272,4 +266,4 @@ def write_turn(
         row._state.db = connection.alias
     for row in [*messages, *events, *tool_events]:
         row.created_at = now
-    return _decimal(balance)
+    return balance  # PostgreSQL only: already a Decimal
