@@ -8,7 +8,6 @@ from django.db import IntegrityError, transaction
 from knox.models import AuthToken
 
 from accounts.models import User
-from billing.services import wallet_get_or_create
 
 
 class SignupError(Exception):
@@ -18,7 +17,7 @@ class SignupError(Exception):
 
 
 def user_create(*, username: str, password: str, email: str = "") -> User:
-    """Create a user with a validated password, their wallet and its beta grant."""
+    """Create a user with a validated password (billing gives them a wallet as the row is saved)."""
     username = username.strip()
     errors: dict[str, list[str]] = {}
     if User.objects.filter(username__iexact=username).exists():
@@ -33,7 +32,6 @@ def user_create(*, username: str, password: str, email: str = "") -> User:
     try:
         with transaction.atomic():
             user = User.objects.create_user(username=username, password=password, email=email)
-            wallet_get_or_create(user=user)
     except IntegrityError as exc:
         raise SignupError({"username": ["A user with that username already exists."]}) from exc
     return user

@@ -1,7 +1,7 @@
 """Usage history at scale: the same API reads at 1,000 and at 1,000,000 usage events.
 
 Two databases hold the same shape of data: `<bench>_usage_1k` with 1,000
-`LLMCallEvent` rows and `<bench>_usage_1m` with 1,000,000, spread over a year
+`UsageEvent` rows and `<bench>_usage_1m` with 1,000,000, spread over a year
 in arrival order, across many users, one heavy user holding 20 % (200 and
 200,000 rows). Each is seeded once with `COPY` and reused by later runs (a
 marker table records what was seeded; `--reseed` or BENCH_RESEED=1 starts over).

@@ -14,20 +14,15 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 
 from billing import services
-from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingChange, PricingVersion
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable by staff with the view permission; never added, changed or deleted here."""
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from billing.models import (
+    CreditTransaction,
+    CreditWallet,
+    ModelPricing,
+    PricingChange,
+    PricingVersion,
+    UsageEvent,
+)
+from pantheon.admin import ReadOnlyAdmin
 
 
 class ModelPricingForm(forms.ModelForm):
@@ -143,3 +138,14 @@ class CreditTransactionAdmin(ReadOnlyAdmin):
     @admin.display(description="user", ordering="wallet__user__username")
     def wallet_user(self, obj: CreditTransaction):
         return obj.wallet.user
+
+
+@admin.register(UsageEvent)
+class UsageEventAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id", "user", "model_alias", "provider_model", "purpose", "input_tokens", "output_tokens",
+        "multiplier", "credits_burned", "metered", "pricing_version", "created_at",
+    ]  # fmt: skip
+    list_filter = ["purpose", "metered", "model_alias"]
+    list_select_related = ["user"]
+    search_fields = ["user__username", "model_alias"]

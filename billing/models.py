@@ -5,12 +5,17 @@ used by the API through `billing.selectors`. Each rule stated in PRODUCT.md is
 also a database constraint, so no code path (admin, shell, raw ORM) can break it.
 """
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-# Credits are money: Decimal with 4 places, wide enough for any balance we sell.
-CREDIT_DIGITS = {"max_digits": 20, "decimal_places": 4}
+
+def credits_field(**options: Any) -> models.DecimalField:
+    """A credit amount (or a multiplier): exact Decimal with 4 places, wide enough for any
+    balance we sell. One definition, so every money column has the same precision."""
+    return models.DecimalField(max_digits=20, decimal_places=4, **options)
 
 
 class PricingVersion(models.Model):
@@ -37,7 +42,7 @@ class ModelPricing(models.Model):
     pricing_version = models.ForeignKey(PricingVersion, on_delete=models.PROTECT, related_name="models")
     model_alias = models.SlugField(max_length=64)
     # A price factor, not credits; same precision so the product stays exact Decimal.
-    multiplier = models.DecimalField(**CREDIT_DIGITS)
+    multiplier = credits_field()
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -72,8 +77,8 @@ class PricingChange(models.Model):
     # Copies of the identity so the record reads on its own, forever.
     model_alias = models.SlugField(max_length=64)
     pricing_version = models.CharField(max_length=32)
-    old_multiplier = models.DecimalField(**CREDIT_DIGITS)
-    new_multiplier = models.DecimalField(**CREDIT_DIGITS)
+    old_multiplier = credits_field()
+    new_multiplier = credits_field()
     changed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
@@ -97,13 +102,73 @@ class PricingChange(models.Model):
         return f"{self.model_alias}: {self.old_multiplier} → {self.new_multiplier}"
 
 
+class UsageEvent(models.Model):
+    """One model call with the price it was charged at: the usage row.
+
+    Chat hands billing plain call records (`billing.usage.CallRecord`); billing
+    prices them at commit and writes these rows with their debits. The room and
+    turn are named by model label, so billing never imports chat. The table
+    keeps its first name (`chat_llmcallevent`): the model moved, the data did not.
+    """
+
+    class Purpose(models.TextChoices):
+        AGENT = "agent"
+        MANAGER = "manager"
+        SUMMARY = "summary"
+
+    # Indexed by chat_usage_user_newest (user, -created_at, -id).
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_events", db_index=False
+    )
+    room = models.ForeignKey("chat.Room", on_delete=models.CASCADE, related_name="usage_events")
+    turn = models.ForeignKey("chat.Turn", on_delete=models.CASCADE, related_name="usage_events")
+    model_alias = models.CharField(max_length=64)
+    provider_model = models.CharField(max_length=128)
+    purpose = models.CharField(max_length=16, choices=Purpose.choices)
+    input_tokens = models.PositiveIntegerField()
+    output_tokens = models.PositiveIntegerField()
+    # The multiplier in force when the turn was priced, copied so history never moves.
+    multiplier = credits_field()
+    pricing_version = models.CharField(max_length=32)
+    # Credits this call cost; 0 for an unmetered (manager) call.
+    credits_burned = credits_field()
+    metered = models.BooleanField()
+    latency_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "chat_llmcallevent"
+        indexes = [
+            # Usage history: newest first per user, optionally per model.
+            models.Index(fields=["user", "-created_at", "-id"], name="chat_usage_user_newest"),
+            models.Index(
+                fields=["user", "model_alias", "-created_at", "-id"],
+                name="chat_usage_user_alias_newest",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(purpose__in=["agent", "manager", "summary"]), name="chat_llm_call_purpose"
+            ),
+            models.CheckConstraint(
+                condition=Q(credits_burned__gte=0), name="chat_llm_call_credits_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(metered=True) | Q(credits_burned=0), name="chat_llm_call_unmetered_is_free"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose} {self.model_alias} {self.credits_burned}"
+
+
 class CreditWallet(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="wallet")
     # The spendable balance; always equals the sum of the wallet's ledger amounts.
-    balance = models.DecimalField(**CREDIT_DIGITS, default=0)
+    balance = credits_field(default=0)
     # Running totals kept in the same UPDATE as the balance, for a cheap wallet read.
-    lifetime_granted = models.DecimalField(**CREDIT_DIGITS, default=0)
-    lifetime_burned = models.DecimalField(**CREDIT_DIGITS, default=0)
+    lifetime_granted = credits_field(default=0)
+    lifetime_burned = credits_field(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -134,11 +199,11 @@ class CreditTransaction(models.Model):
     )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     # Signed change to the balance: grants/refunds add, debits subtract.
-    amount = models.DecimalField(**CREDIT_DIGITS)
+    amount = credits_field()
     # The wallet balance right after this row, written under the wallet's row lock.
-    balance_after = models.DecimalField(**CREDIT_DIGITS)
+    balance_after = credits_field()
     usage_event = models.OneToOneField(
-        "chat.LLMCallEvent",
+        "billing.UsageEvent",
         null=True,
         blank=True,
         on_delete=models.PROTECT,

@@ -11,7 +11,7 @@ from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingVersion
+from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingVersion, UsageEvent
 
 ZERO = Value(Decimal(0), output_field=DecimalField(max_digits=20, decimal_places=4))
 
@@ -139,9 +139,7 @@ def usage_queryset(
     until: datetime | None = None,
 ) -> QuerySet:
     """The user's usage events; `since` inclusive, `until` exclusive."""
-    from chat.models import LLMCallEvent
-
-    rows = LLMCallEvent.objects.filter(user_id=user.pk)
+    rows = UsageEvent.objects.filter(user_id=user.pk)
     if model_alias:
         rows = rows.filter(model_alias=model_alias)
     if since is not None:

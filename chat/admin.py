@@ -2,8 +2,8 @@
 
 from django.contrib import admin
 
-from billing.admin import ReadOnlyAdmin
-from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn, TurnIdempotencyKey, UploadedFile
+from chat.models import Message, Room, ToolCallEvent, Turn, TurnIdempotencyKey, UploadedFile
+from pantheon.admin import ReadOnlyAdmin
 
 
 @admin.register(Room)
@@ -31,17 +31,6 @@ class TurnAdmin(ReadOnlyAdmin):
     list_select_related = ["room", "user"]
     search_fields = ["user__username", "content"]
     inlines = [MessageInline]
-
-
-@admin.register(LLMCallEvent)
-class LLMCallEventAdmin(ReadOnlyAdmin):
-    list_display = [
-        "id", "user", "model_alias", "provider_model", "purpose", "input_tokens", "output_tokens",
-        "multiplier", "credits_burned", "metered", "pricing_version", "created_at",
-    ]  # fmt: skip
-    list_filter = ["purpose", "metered", "model_alias"]
-    list_select_related = ["user"]
-    search_fields = ["user__username", "model_alias"]
 
 
 @admin.register(ToolCallEvent)

@@ -9,18 +9,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from pantheon.errors import AppError
 
-class ChatError(Exception):
-    status_code = 400
-    code = "bad_request"
 
-    def __init__(self, detail: str, **extra: object):
-        super().__init__(detail)
-        self.detail = detail
-        self.extra = extra
-
-    def as_dict(self) -> dict:
-        return {"error": self.code, "detail": self.detail, **self.extra}
+class ChatError(AppError):
+    """A chat service's refusal or failure (see `pantheon.errors.AppError`)."""
 
 
 class NotFound(ChatError):

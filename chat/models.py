@@ -1,7 +1,7 @@
 """Chat models: rooms, turns, messages, usage and tool events, uploads.
 
-A turn and everything it caused (messages, LLM call events, tool call events
-and the wallet debits in `billing`) is written by one transaction in
+A turn and everything it caused (messages, tool call events, and the
+usage rows and wallet debits that `billing` writes) is written by one transaction in
 `chat.services`; nothing here is ever written piecemeal.
 """
 
@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from billing.models import CREDIT_DIGITS
+from billing.models import credits_field
 
 
 class Room(models.Model):
@@ -35,7 +35,7 @@ class Turn(models.Model):
     # Uploads the user attached to this turn (the agents may read them with the file tools).
     files = models.ManyToManyField("UploadedFile", blank=True, related_name="turns")
     # Sum of the metered events' credits; what the wallet was debited for this turn.
-    credits_burned = models.DecimalField(**CREDIT_DIGITS, default=0)
+    credits_burned = credits_field(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -70,59 +70,6 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.role} {self.model_alias}: {self.content[:40]}"
-
-
-class LLMCallEvent(models.Model):
-    """One model call, with the price it was charged at (the usage row)."""
-
-    class Purpose(models.TextChoices):
-        AGENT = "agent"
-        MANAGER = "manager"
-        SUMMARY = "summary"
-
-    # Indexed by chat_usage_user_newest (user, -created_at, -id).
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="llm_calls", db_index=False
-    )
-    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="llm_calls")
-    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="llm_calls")
-    model_alias = models.CharField(max_length=64)
-    provider_model = models.CharField(max_length=128)
-    purpose = models.CharField(max_length=16, choices=Purpose.choices)
-    input_tokens = models.PositiveIntegerField()
-    output_tokens = models.PositiveIntegerField()
-    # The multiplier in force when the turn was priced, copied so history never moves.
-    multiplier = models.DecimalField(**CREDIT_DIGITS)
-    pricing_version = models.CharField(max_length=32)
-    # Credits this call cost; 0 for an unmetered (manager) call.
-    credits_burned = models.DecimalField(**CREDIT_DIGITS)
-    metered = models.BooleanField()
-    latency_ms = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        indexes = [
-            # Usage history: newest first per user, optionally per model.
-            models.Index(fields=["user", "-created_at", "-id"], name="chat_usage_user_newest"),
-            models.Index(
-                fields=["user", "model_alias", "-created_at", "-id"],
-                name="chat_usage_user_alias_newest",
-            ),
-        ]
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(purpose__in=["agent", "manager", "summary"]), name="chat_llm_call_purpose"
-            ),
-            models.CheckConstraint(
-                condition=Q(credits_burned__gte=0), name="chat_llm_call_credits_non_negative"
-            ),
-            models.CheckConstraint(
-                condition=Q(metered=True) | Q(credits_burned=0), name="chat_llm_call_unmetered_is_free"
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.purpose} {self.model_alias} {self.credits_burned}"
 
 
 class ToolCallEvent(models.Model):

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
 
-from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn, UploadedFile
+from billing.models import UsageEvent
+from chat.models import Message, Room, ToolCallEvent, Turn, UploadedFile
 
 QUANTUM = Decimal("0.0001")
 
@@ -51,7 +52,7 @@ def message_payload(message: Message) -> dict:
     return {"role": message.role, "model_alias": message.model_alias, "content": message.content}
 
 
-def usage_payload(event: LLMCallEvent) -> dict:
+def usage_payload(event: UsageEvent) -> dict:
     return {
         "id": event.pk,
         "model_alias": event.model_alias,
@@ -82,7 +83,7 @@ def turn_payload(
     turn: Turn,
     *,
     messages: Iterable[Message],
-    llm_calls: Iterable[LLMCallEvent],
+    usage: Iterable[UsageEvent],
     tool_calls: Iterable[ToolCallEvent],
     file_ids: Iterable[int],
     balance: Decimal | None = None,
@@ -94,7 +95,7 @@ def turn_payload(
         "created_at": datetime_str(turn.created_at),
         "files": list(file_ids),
         "messages": [message_payload(message) for message in messages],
-        "usage": [usage_payload(event) for event in llm_calls],
+        "usage": [usage_payload(event) for event in usage],
         "tool_calls": [tool_call_payload(event) for event in tool_calls],
         "credits_burned": decimal_str(turn.credits_burned),
     }
@@ -108,7 +109,7 @@ def stored_turn_payload(turn: Turn) -> dict:
     return turn_payload(
         turn,
         messages=turn.messages.all(),
-        llm_calls=turn.llm_calls.all(),
+        usage=turn.usage_events.all(),
         tool_calls=turn.tool_calls.all(),
         file_ids=[f.pk for f in turn.files.all()],
     )

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+from django.db import connection
 from django.db.models import Prefetch, QuerySet
 
-from chat.models import LLMCallEvent, Message, Room, ToolCallEvent, Turn, UploadedFile
+from billing.models import UsageEvent
+from chat.models import Message, Room, ToolCallEvent, Turn, UploadedFile
+from chat.values import ChatLine, TurnContext
+
+_CONTEXT_SQL = f"""
+SELECT r.agents, m.role, m.model_alias, m.content
+FROM {Room._meta.db_table} r
+LEFT JOIN {Message._meta.db_table} m ON m.turn_id IN (
+    SELECT t.id FROM {Turn._meta.db_table} t WHERE t.room_id = %s ORDER BY t.id DESC LIMIT %s
+)
+WHERE r.id = %s AND r.owner_id = %s
+ORDER BY m.turn_id, m.position
+"""
+
+
+def turn_context(*, user_id: int, room_id: int, turns: int) -> TurnContext | None:
+    """The user's room and its last `turns` turns' messages in one statement; None if not theirs."""
+    with connection.cursor() as cursor:
+        cursor.execute(_CONTEXT_SQL, [room_id, max(0, turns), room_id, user_id])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    agents = Room._meta.get_field("agents").from_db_value(rows[0][0], None, connection)
+    history = [ChatLine(role, alias, content) for _, role, alias, content in rows if role is not None]
+    return TurnContext(room_id=room_id, agents=list(agents), history=history)
 
 
 def room_list(*, user_id: int) -> QuerySet[Room]:
@@ -21,7 +46,7 @@ def turn_list(*, user_id: int, room_id: int) -> QuerySet[Turn]:
         Turn.objects.filter(room_id=room_id, room__owner_id=user_id)
         .prefetch_related(
             Prefetch("messages", queryset=Message.objects.order_by("position")),
-            Prefetch("llm_calls", queryset=LLMCallEvent.objects.order_by("id")),
+            Prefetch("usage_events", queryset=UsageEvent.objects.order_by("id")),
             Prefetch("tool_calls", queryset=ToolCallEvent.objects.order_by("id")),
             Prefetch("files", queryset=UploadedFile.objects.only("id").order_by("id")),
         )

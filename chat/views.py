@@ -18,8 +18,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from billing.meter import get_pricing_snapshot
+from billing.models import UsageEvent
 from chat import selectors, services
-from chat.models import LLMCallEvent, Message, ToolCallEvent, Turn
+from chat.models import Message, ToolCallEvent, Turn
 
 # Turns rendered on the chat page; older ones stay in the API history.
 CHAT_PAGE_TURNS = 100
@@ -122,7 +123,7 @@ class TurnView:
     turn: Turn
     question: str
     answers: list[Answer]
-    other_calls: list[LLMCallEvent]  # manager routing, summaries: shown apart from the answers
+    other_calls: list[UsageEvent]  # manager routing, summaries: shown apart from the answers
     tools_unattributed: list[ToolView]
 
 
@@ -139,8 +140,8 @@ def present_turn(turn: Turn) -> TurnView:
         answers.append(answer)
         by_alias.setdefault(message.model_alias, answer)
     other_calls = []
-    for call in turn.llm_calls.all():
-        answer = by_alias.get(call.model_alias) if call.purpose == LLMCallEvent.Purpose.AGENT else None
+    for call in turn.usage_events.all():
+        answer = by_alias.get(call.model_alias) if call.purpose == UsageEvent.Purpose.AGENT else None
         if answer is None:
             other_calls.append(call)
             continue

@@ -12,11 +12,15 @@ from rest_framework.metadata import SimpleMetadata
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from pantheon.errors import AppError
+
 logger = logging.getLogger(__name__)
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF errors become `{"error": code, "detail": ...}`; nothing leaks as HTML."""
+    """Every API error becomes `{"error": code, "detail": ...}`; nothing leaks as HTML."""
+    if isinstance(exc, AppError):
+        return Response(exc.as_dict(), status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
     if isinstance(exc, RequestDataTooBig):

@@ -98,16 +98,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # database restart or failover a dead parked connection is replaced, not given
     # to a request that would then answer 500.
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=True)
-    # The turn's two statements (chat/turn_sql.py) are prepared once per connection; the ORM
-    # keeps client-side binding and never prepares. Off for a pooler that cannot keep
-    # prepared statements (PgBouncer in transaction mode before 1.21): they are then planned
-    # on every turn, nothing else changes.
-    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
-        _options = DATABASES["default"].setdefault("OPTIONS", {})
-        _options["prepare_threshold"] = 5
-        # Only prepared statements follow this: plan them once, for any parameters. Left to
-        # choose, PostgreSQL planned the turn's read again for every small room.
-        _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
     if env.bool("DATABASE_POOL", default=True):
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),

@@ -4,9 +4,10 @@ from decimal import Decimal
 
 import factory
 from django.contrib.auth import get_user_model
+from django.db.models.signals import post_save
 
-from billing.services import wallet_get_or_create
-from chat.models import LLMCallEvent, Room, Turn
+from billing.models import UsageEvent
+from chat.models import Room, Turn
 
 DEFAULT_PASSWORD = "correct horse battery staple"
 
@@ -21,10 +22,14 @@ class UserFactory(factory.django.DjangoModelFactory):
     password = factory.PostGenerationMethodCall("set_password", DEFAULT_PASSWORD)
 
     @factory.post_generation
-    def with_wallet(obj, create, extracted, **kwargs):
-        obj.save()
-        if create and extracted is not False:
-            wallet_get_or_create(user=obj)
+    def save_password(obj, create, extracted, **kwargs):
+        if create:
+            obj.save()
+
+
+@factory.django.mute_signals(post_save)
+class UserWithoutWalletFactory(UserFactory):
+    """A user as the beta-grant migration finds them: billing has not given them a wallet."""
 
 
 class RoomFactory(factory.django.DjangoModelFactory):
@@ -45,18 +50,18 @@ class TurnFactory(factory.django.DjangoModelFactory):
     content = factory.Sequence(lambda n: f"question {n}")
 
 
-class LLMCallEventFactory(factory.django.DjangoModelFactory):
+class UsageEventFactory(factory.django.DjangoModelFactory):
     """A usage row written directly (no debit); for read-side tests."""
 
     class Meta:
-        model = LLMCallEvent
+        model = UsageEvent
 
     turn = factory.SubFactory(TurnFactory)
     room = factory.LazyAttribute(lambda o: o.turn.room)
     user = factory.LazyAttribute(lambda o: o.turn.user)
     model_alias = "gpt-4o"
     provider_model = "offline:gpt-4o"
-    purpose = LLMCallEvent.Purpose.AGENT
+    purpose = UsageEvent.Purpose.AGENT
     input_tokens = 100
     output_tokens = 50
     multiplier = Decimal("2.0000")

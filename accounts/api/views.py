@@ -9,13 +9,13 @@ from rest_framework.views import APIView
 
 from accounts import services
 from accounts.api.serializers import (
-    ErrorSerializer,
     RegisterResponseSerializer,
     RegisterSerializer,
     TokenRequestSerializer,
     TokenResponseSerializer,
 )
 from accounts.authentication import BearerTokenAuthentication
+from pantheon.errors import ErrorSerializer
 
 
 class RegisterView(APIView):

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing import services
-from billing.models import CREDIT_DIGITS, CreditTransaction, CreditWallet, ModelPricing
+from billing.models import CreditTransaction, CreditWallet, ModelPricing
 
 # OpenAPI for a multiplier in a request: a decimal string, or a JSON number read exactly.
 MULTIPLIER_SCHEMA = {
@@ -26,7 +26,7 @@ class WalletSerializer(serializers.ModelSerializer):
 
 
 class UsageRowSerializer(serializers.Serializer):
-    """One model call (an `LLMCallEvent`) with the price it was charged at."""
+    """One model call (a `UsageEvent`) with the price it was charged at."""
 
     id = serializers.IntegerField()
     created_at = serializers.DateTimeField()
@@ -37,9 +37,9 @@ class UsageRowSerializer(serializers.Serializer):
     purpose = serializers.ChoiceField(choices=["agent", "manager", "summary"])
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
-    multiplier = serializers.DecimalField(**CREDIT_DIGITS)
+    multiplier = serializers.DecimalField(max_digits=20, decimal_places=4)
     pricing_version = serializers.CharField()
-    credits_burned = serializers.DecimalField(**CREDIT_DIGITS)
+    credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
     metered = serializers.BooleanField()
     latency_ms = serializers.IntegerField()
 
@@ -60,14 +60,14 @@ class UsageSummaryRowSerializer(serializers.Serializer):
     calls = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
-    credits_burned = serializers.DecimalField(**CREDIT_DIGITS)
+    credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
 
 
 class UsageSummaryTotalsSerializer(serializers.Serializer):
     calls = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
-    credits_burned = serializers.DecimalField(**CREDIT_DIGITS)
+    credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
 
 
 class UsageSummarySerializer(serializers.Serializer):

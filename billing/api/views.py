@@ -27,7 +27,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api.serializers import ErrorSerializer
 from billing import selectors, services
 from billing.api import pagination
 from billing.api.serializers import (
@@ -44,6 +43,7 @@ from billing.api.serializers import (
     WalletSerializer,
 )
 from billing.models import ModelPricing, PricingChange
+from pantheon.errors import ErrorSerializer
 
 # --- query parameters --------------------------------------------------------------
 

@@ -7,7 +7,7 @@ the OpenAPI schema and are kept in step by tests/chat/test_api.py.
 
 from rest_framework import serializers
 
-from accounts.api.serializers import ErrorSerializer
+from pantheon.errors import ErrorSerializer
 
 
 class InsufficientCreditsSerializer(ErrorSerializer):

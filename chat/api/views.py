@@ -24,7 +24,6 @@ from rest_framework.response import Response
 
 from chat import payloads, selectors, services
 from chat.api import serializers as s
-from chat.errors import ChatError
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -60,14 +59,9 @@ class NewestFirst(CursorPagination):
 
 
 class ChatView(GenericAPIView):
-    """Chat service errors (402, 404, 409, 413, 502, …) become `{"error", "detail", …}` JSON."""
+    """Service errors (402, 404, 409, 413, 502, …) become JSON in `pantheon.api.exception_handler`."""
 
     pagination_class = NewestFirst
-
-    def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, ChatError):
-            return Response(exc.as_dict(), status=exc.status_code)
-        return super().handle_exception(exc)
 
     def paginated(self, queryset, render) -> Response:
         page = self.paginate_queryset(queryset)

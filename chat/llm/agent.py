@@ -1,6 +1,6 @@
 """The manager call and the agent loop. No database access happens here.
 
-Every model invocation becomes an `LLMCall` and every tool call a
+Every model invocation becomes a billing `CallRecord` (`LLMCall` here) and every tool call a
 `ToolCallRecord`, held in memory until the turn service commits them all in
 one transaction. Token counts come only from the response's `usage_metadata`.
 """
@@ -16,22 +16,14 @@ from dataclasses import dataclass
 from django.conf import settings
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 
+from billing.services import CallRecord as LLMCall
 from chat.errors import ProviderFailed, ToolFailed
 from chat.llm import prompts
 from chat.llm.registry import ResolvedModel, resolve
 from chat.tools.base import Tool, ToolError
+from chat.values import ChatLine
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LLMCall:
-    model_alias: str
-    provider_model: str
-    purpose: str
-    input_tokens: int
-    output_tokens: int
-    latency_ms: int
 
 
 @dataclass(frozen=True)
@@ -42,15 +34,6 @@ class ToolCallRecord:
     status: str  # "ok" or "error"
     error: str
     latency_ms: int
-
-
-@dataclass(frozen=True)
-class ChatLine:
-    """One earlier message of the room, given to the agents as context."""
-
-    role: str  # "user" or "assistant"
-    model_alias: str
-    content: str
 
 
 @dataclass(frozen=True)

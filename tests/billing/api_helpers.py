@@ -8,8 +8,8 @@ from decimal import Decimal
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from chat.models import LLMCallEvent
-from tests.factories import LLMCallEventFactory, TurnFactory
+from billing.models import UsageEvent
+from tests.factories import TurnFactory, UsageEventFactory
 
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 ALIASES = ["gpt-4o", "claude-sonnet", "deepseek"]
@@ -38,7 +38,7 @@ def make_usage(user, count: int, *, start: dt.datetime = T0, step_minutes: int =
         alias = ALIASES[index % len(ALIASES)]
         tokens_in, tokens_out = 100 + index, 10 + index % 7
         metered = index % 11 != 0
-        event = LLMCallEventFactory(
+        event = UsageEventFactory(
             turn=turn,
             model_alias=alias,
             provider_model=f"offline:{alias}",
@@ -56,8 +56,8 @@ def make_usage(user, count: int, *, start: dt.datetime = T0, step_minutes: int =
         )
         rows.append((event.pk, when))
     for pk, when in rows:
-        LLMCallEvent.objects.filter(pk=pk).update(created_at=when)
-    return list(LLMCallEvent.objects.filter(pk__in=[pk for pk, _ in rows]))
+        UsageEvent.objects.filter(pk=pk).update(created_at=when)
+    return list(UsageEvent.objects.filter(pk__in=[pk for pk, _ in rows]))
 
 
 def newest_first(events) -> list[int]:

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from billing import services
 from billing.models import CreditTransaction, CreditWallet
 from tests.billing.api_helpers import client_for, walk
-from tests.factories import LLMCallEventFactory, UserFactory
+from tests.factories import UsageEventFactory, UserFactory, UserWithoutWalletFactory
 
 WALLET = "/api/v1/users/me/wallet"
 LEDGER = "/api/v1/users/me/transactions"
@@ -36,7 +36,7 @@ def test_wallet_shape_after_grant_and_debit():
 
 
 def test_wallet_is_created_lazily_with_the_beta_grant():
-    user = UserFactory(with_wallet=False)
+    user = UserWithoutWalletFactory()
     assert not CreditWallet.objects.filter(user=user).exists()
     client = client_for(user)
     assert client.get(WALLET).json()["balance"] == "500.0000"
@@ -68,7 +68,7 @@ def alice_ledger():
     wallet = CreditWallet.objects.get(user=alice)
     for index in range(249):
         if index % 3 == 0:
-            event = LLMCallEventFactory(turn__room__owner=alice)
+            event = UsageEventFactory(turn__room__owner=alice)
             services.wallet_debit(wallet_id=wallet.pk, amount=Decimal("1.0001"), usage_event_id=event.pk)
         elif index % 3 == 1:
             services.wallet_refund(wallet_id=wallet.pk, amount=Decimal("0.5"), description=f"refund {index}")
@@ -161,12 +161,12 @@ def test_bob_reads_none_of_alices_ledger(alice_ledger):
     assert response.status_code == 400
     assert response.json() == {"error": "invalid", "detail": {"cursor": ["Invalid cursor."]}}
     # A usage cursor is not a ledger cursor, even for its owner.
-    LLMCallEventFactory.create_batch(3, turn__room__owner=alice_ledger)
+    UsageEventFactory.create_batch(3, turn__room__owner=alice_ledger)
     usage_next = client_for(alice_ledger).get("/api/v1/users/me/usage?page_size=1").json()["next"]
     usage_cursor = parse_qs(urlparse(usage_next).query)["cursor"][0]
     assert client_for(alice_ledger).get(f"{LEDGER}?cursor={usage_cursor}").status_code == 400
 
 
 def test_user_without_wallet_has_an_empty_ledger():
-    user = UserFactory(with_wallet=False)
+    user = UserWithoutWalletFactory()
     assert client_for(user).get(LEDGER).json() == {"next": None, "previous": None, "results": []}

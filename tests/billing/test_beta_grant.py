@@ -10,7 +10,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from billing.models import CreditTransaction, CreditWallet
 from billing.services import beta_grant_key, wallet_debit, wallet_get_or_create
-from tests.factories import UserFactory
+from tests.factories import UserWithoutWalletFactory
 
 BEFORE_GRANT = [("billing", "0002_seed_pricing")]
 
@@ -107,7 +107,7 @@ def test_migration_does_not_grant_twice_to_a_user_that_already_has_it(before_bet
 
 @pytest.mark.django_db
 def test_new_wallet_gets_the_grant_once():
-    user = UserFactory(with_wallet=False)
+    user = UserWithoutWalletFactory()
     first = wallet_get_or_create(user=user)
     wallet_debit(wallet_id=first.pk, amount=Decimal("1"))
     second = wallet_get_or_create(user=user)
@@ -123,7 +123,7 @@ def test_new_wallet_gets_the_grant_once():
 @pytest.mark.django_db
 def test_grant_follows_the_setting(settings):
     settings.BETA_GRANT_CREDITS = Decimal("42.5")
-    wallet = wallet_get_or_create(user=UserFactory(with_wallet=False))
+    wallet = wallet_get_or_create(user=UserWithoutWalletFactory())
     assert wallet.balance == Decimal("42.5")
     assert wallet.transactions.get().amount == Decimal("42.5")
 
@@ -131,7 +131,7 @@ def test_grant_follows_the_setting(settings):
 @pytest.mark.django_db
 def test_no_grant_when_disabled(settings):
     settings.BETA_GRANT_CREDITS = Decimal("0")
-    user = UserFactory(with_wallet=False)
+    user = UserWithoutWalletFactory()
     wallet = wallet_get_or_create(user=user)
     assert wallet.balance == Decimal("0")
     assert wallet.lifetime_granted == Decimal("0")
@@ -143,7 +143,7 @@ def test_no_grant_when_disabled(settings):
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_concurrent_wallet_creation_grants_once():
-    users = [UserFactory(with_wallet=False) for _ in range(3)]
+    users = [UserWithoutWalletFactory() for _ in range(3)]
     threads_per_user = 6
     barrier = threading.Barrier(threads_per_user * len(users))
     wallet_ids: list[int] = []

@@ -9,7 +9,7 @@ from django.db import connection
 
 from billing.models import CreditTransaction, CreditWallet
 from billing.services import wallet_debit, wallet_grant
-from tests.factories import UserFactory
+from tests.factories import UserFactory, UserWithoutWalletFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -83,7 +83,7 @@ def test_reconcile_finds_a_ledger_row_written_without_its_wallet_update(wallets)
 
 
 def test_reconcile_finds_money_in_a_wallet_with_no_ledger():
-    user = UserFactory(with_wallet=False)
+    user = UserWithoutWalletFactory()
     wallet = CreditWallet.objects.create(user=user)
     with connection.cursor() as cursor:
         cursor.execute("UPDATE billing_creditwallet SET balance = 3 WHERE id = %s", [wallet.pk])
@@ -112,7 +112,7 @@ def test_grant_credits_by_username_and_by_id():
 
 
 def test_grant_credits_creates_the_wallet_with_its_beta_grant_first():
-    user = UserFactory(with_wallet=False)
+    user = UserWithoutWalletFactory()
     assert not CreditWallet.objects.filter(user=user).exists()
     out, _ = run("grant_credits", "--user", user.username, "--amount", "100")
     assert "balance now 600.0000" in out

@@ -7,7 +7,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingChange, PricingVersion
-from tests.factories import LLMCallEventFactory, UserFactory
+from tests.factories import UsageEventFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -141,7 +141,7 @@ def test_idempotency_key_is_unique_across_wallets(wallet):
 
 @pytest.mark.parametrize(("kind", "amount"), [("grant", "1"), ("refund", "1"), ("adjustment", "-1")])
 def test_usage_event_only_on_a_debit(wallet, kind, amount):
-    event = LLMCallEventFactory(turn__room__owner=wallet.user)
+    event = UsageEventFactory(turn__room__owner=wallet.user)
     with rejected() as excinfo:
         ledger_row(wallet, kind=kind, amount=Decimal(amount), usage_event=event)
     assert "billing_ledger_usage_only_on_debit" in str(excinfo.value)
@@ -149,7 +149,7 @@ def test_usage_event_only_on_a_debit(wallet, kind, amount):
 
 
 def test_a_usage_event_is_paid_by_one_debit_only(wallet):
-    event = LLMCallEventFactory(turn__room__owner=wallet.user)
+    event = UsageEventFactory(turn__room__owner=wallet.user)
     ledger_row(wallet, kind="debit", amount=Decimal("-0.3"), usage_event=event)
     with rejected():
         ledger_row(wallet, kind="debit", amount=Decimal("-0.3"), usage_event=event)

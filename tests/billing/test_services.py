@@ -22,7 +22,7 @@ from billing.services import (
     wallet_grant,
     wallet_refund,
 )
-from tests.factories import LLMCallEventFactory, UserFactory
+from tests.factories import UsageEventFactory, UserFactory
 
 THREADS = 8
 DEBITS_PER_THREAD = 50
@@ -79,7 +79,7 @@ def test_each_kind_writes_one_row_with_balance_after(wallet):
 
 @pytest.mark.django_db
 def test_returned_row_is_exactly_what_the_database_holds(wallet):
-    event = LLMCallEventFactory(turn__room__owner=wallet.user)
+    event = UsageEventFactory(turn__room__owner=wallet.user)
     returned = wallet_debit(
         wallet_id=wallet.pk,
         amount=Decimal("0.3"),
@@ -104,7 +104,7 @@ def test_balance_may_go_negative_in_observe_mode(wallet):
 
 @pytest.mark.django_db
 def test_debit_links_its_usage_event(wallet):
-    event = LLMCallEventFactory(turn__room__owner=wallet.user)
+    event = UsageEventFactory(turn__room__owner=wallet.user)
     row = wallet_debit(wallet_id=wallet.pk, amount=event.credits_burned, usage_event_id=event.pk)
     assert event.debit == row
 
@@ -185,7 +185,7 @@ def test_idempotency_key_with_a_different_write_is_a_conflict(wallet):
 
 @pytest.mark.django_db
 def test_debit_many_writes_one_row_per_line_with_a_running_balance(wallet, django_assert_max_num_queries):
-    events = [LLMCallEventFactory(turn__room__owner=wallet.user) for _ in range(3)]
+    events = [UsageEventFactory(turn__room__owner=wallet.user) for _ in range(3)]
     lines = [
         DebitLine(amount=Decimal("1.5"), usage_event_id=events[0].pk, description="agent"),
         DebitLine(amount=Decimal("0.0001"), usage_event_id=events[1].pk),

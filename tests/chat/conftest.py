@@ -10,7 +10,6 @@ from collections.abc import Callable
 import pytest
 from rest_framework.test import APIClient
 
-from chat import services
 from tests.chat.helpers import logged_in
 from tests.factories import UserFactory
 from tests.support.fake_openai import FakeOpenAI
@@ -18,13 +17,6 @@ from tests.support.fake_tavily import FakeTavily
 
 FAKE_OPENAI_KEY = "sk-test-openai-not-a-real-key"
 FAKE_TAVILY_KEY = "tvly-test-not-a-real-key"
-
-
-@pytest.fixture(params=["one statement", "orm"])
-def write_path(request, monkeypatch) -> str:
-    """Run the test with each way of writing a turn: one PostgreSQL statement, or the ORM."""
-    monkeypatch.setattr(services, "SINGLE_STATEMENT_WRITE", request.param == "one statement")
-    return request.param
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from rest_framework.test import APIClient
 
-from billing.models import CreditTransaction, CreditWallet
+from billing.models import CreditTransaction, CreditWallet, UsageEvent
 from chat import services
-from chat.models import LLMCallEvent, Message, ToolCallEvent, Turn, TurnIdempotencyKey, UploadedFile
+from chat.models import Message, ToolCallEvent, Turn, TurnIdempotencyKey, UploadedFile
 
 
 def logged_in(user) -> APIClient:
@@ -30,7 +30,7 @@ def db_state(user) -> dict:
     return {
         "turns": Turn.objects.count(),
         "messages": Message.objects.count(),
-        "llm_calls": LLMCallEvent.objects.count(),
+        "llm_calls": UsageEvent.objects.count(),
         "tool_calls": ToolCallEvent.objects.count(),
         "ledger": CreditTransaction.objects.count(),
         "keys": TurnIdempotencyKey.objects.count(),

@@ -13,9 +13,9 @@ import requests
 from django.core.management import call_command
 from django.utils import timezone
 
-from billing.models import CreditTransaction
+from billing.models import CreditTransaction, UsageEvent
 from chat import llm, services
-from chat.models import LLMCallEvent, Turn, TurnIdempotencyKey
+from chat.models import Turn, TurnIdempotencyKey
 from tests.chat.helpers import balance_of, db_state, logged_in
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
 
@@ -219,7 +219,7 @@ def test_eight_concurrent_requests_with_one_key_run_one_turn_and_charge_once(liv
     assert len({body["balance"] for body in bodies}) == 1
     assert sum(r.headers.get("Idempotent-Replayed") != "true" for r in responses) == 1
     assert Turn.objects.count() == 1
-    events = LLMCallEvent.objects.filter(turn_id=bodies[0]["id"])
+    events = UsageEvent.objects.filter(turn_id=bodies[0]["id"])
     assert events.count() == 3  # manager + two agents
     debits = CreditTransaction.objects.filter(kind="debit")
     assert sorted(d.usage_event_id for d in debits) == sorted(e.pk for e in events if e.metered)

@@ -10,12 +10,12 @@ from django.db import DatabaseError, transaction
 
 from billing import meter
 from billing.meter import credits_for
-from billing.models import CreditTransaction, CreditWallet
+from billing.models import CreditTransaction, CreditWallet, UsageEvent
 from billing.services import pricing_update_multiplier
 from chat import llm, services
-from chat.models import LLMCallEvent, Message, Turn
+from chat.models import Message, Turn
 from tests.chat.helpers import balance_of, db_state, failing_insert, logged_in, upload
-from tests.factories import RoomFactory, UserFactory
+from tests.factories import RoomFactory, UserFactory, UserWithoutWalletFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +30,7 @@ def test_a_single_agent_turn_is_metered_debited_and_linked(user):
 
     payload = services.turn_post(user=user, room_id=room.pk, content="  Hello there  ").payload
 
-    [event] = LLMCallEvent.objects.filter(turn_id=payload["id"])
+    [event] = UsageEvent.objects.filter(turn_id=payload["id"])
     assert (event.purpose, event.model_alias, event.provider_model) == ("agent", "gpt-4o", "offline/gpt-4o")
     assert event.metered and event.input_tokens > 0 and event.output_tokens > 0
     assert (event.multiplier, event.pricing_version) == (Decimal("2.0000"), "2026-02-20")
@@ -51,13 +51,13 @@ def test_a_single_agent_turn_is_metered_debited_and_linked(user):
 def test_a_user_without_a_wallet_gets_one_with_the_beta_grant_at_the_first_turn(settings):
     # The turn reads the wallet joined to the room; with no wallet yet it creates one.
     settings.BETA_GRANT_CREDITS = Decimal("500")
-    owner = UserFactory(with_wallet=False)
+    owner = UserWithoutWalletFactory()
     room = RoomFactory(owner=owner, agents=["gpt-4o"])
 
     payload = services.turn_post(user=owner, room_id=room.pk, content="first words").payload
 
     wallet = CreditWallet.objects.get(user=owner)
-    [event] = LLMCallEvent.objects.filter(turn_id=payload["id"])
+    [event] = UsageEvent.objects.filter(turn_id=payload["id"])
     assert list(wallet.transactions.order_by("id").values_list("kind", "amount")) == [
         ("grant", Decimal("500.0000")),
         ("debit", -event.credits_burned),
@@ -71,7 +71,7 @@ def test_a_multi_agent_turn_has_an_unmetered_manager_and_one_debit_per_agent_cal
 
     payload = services.turn_post(user=user, room_id=room.pk, content="What do you all think of tea?").payload
 
-    events = list(LLMCallEvent.objects.filter(turn_id=payload["id"]).order_by("id"))
+    events = list(UsageEvent.objects.filter(turn_id=payload["id"]).order_by("id"))
     manager, *agents = events
     assert (manager.purpose, manager.metered, manager.credits_burned) == ("manager", False, Decimal(0))
     assert [(e.purpose, e.model_alias, e.metered) for e in agents] == [
@@ -124,7 +124,7 @@ def test_tokens_and_credits_come_from_the_providers_usage_block(api, user, opena
     assert usage["credits_burned"] == body["credits_burned"] == "0.3360"
     assert body["balance"] == "499.6640" == str(balance_of(user))
     assert body["messages"][1] == {"role": "assistant", "model_alias": "gpt-4o", "content": "Bonjour."}
-    event = LLMCallEvent.objects.get(turn_id=body["id"])
+    event = UsageEvent.objects.get(turn_id=body["id"])
     assert (event.input_tokens, event.output_tokens, event.credits_burned) == (123, 45, Decimal("0.3360"))
     assert len(server.completions()) == 1
 
@@ -148,7 +148,7 @@ def test_agents_see_the_rooms_recent_history(user, openai_server, settings):
     ]
 
 
-def test_a_zero_token_call_is_recorded_without_a_debit_row(api, user, openai_server, write_path):
+def test_a_zero_token_call_is_recorded_without_a_debit_row(api, user, openai_server):
     openai_server(prompt_tokens=0, completion_tokens=0)
     room = RoomFactory(owner=user, agents=["gpt-4o"])
     before = db_state(user)
@@ -157,7 +157,7 @@ def test_a_zero_token_call_is_recorded_without_a_debit_row(api, user, openai_ser
 
     assert response.status_code == 201
     assert response.json()["credits_burned"] == "0.0000"
-    assert LLMCallEvent.objects.get(turn_id=response.json()["id"]).credits_burned == Decimal(0)
+    assert UsageEvent.objects.get(turn_id=response.json()["id"]).credits_burned == Decimal(0)
     assert db_state(user)["ledger"] == before["ledger"]
     assert balance_of(user) == before["balance"] == Decimal(response.json()["balance"])
 
@@ -179,7 +179,7 @@ def test_the_price_is_the_one_in_force_at_commit(user, monkeypatch):
 
     [usage] = payload["usage"]
     assert usage["multiplier"] == "3.5000"
-    event = LLMCallEvent.objects.get(pk=usage["id"])
+    event = UsageEvent.objects.get(pk=usage["id"])
     assert event.credits_burned == credits_for(event.input_tokens, event.output_tokens, Decimal("3.5"))
 
 
@@ -210,7 +210,7 @@ def test_a_provider_reply_without_usage_is_refused_and_not_charged(api, user, op
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_a_database_error_at_commit_rolls_back_the_turn_and_the_debit(write_path):
+def test_a_database_error_at_commit_rolls_back_the_turn_and_the_debit():
     # A real commit (no test transaction around it): every statement of the turn runs, the
     # wallet UPDATE and the ledger INSERT included, then PostgreSQL refuses the COMMIT.
     user = UserFactory()
@@ -229,7 +229,7 @@ def test_a_database_error_at_commit_rolls_back_the_turn_and_the_debit(write_path
     assert CreditTransaction.objects.filter(wallet__user=user, kind="debit").count() == 1
 
 
-def test_a_failing_insert_inside_the_transaction_leaves_nothing(user, write_path):
+def test_a_failing_insert_inside_the_transaction_leaves_nothing(user):
     room = RoomFactory(owner=user, agents=["gpt-4o"])
     notes = upload(user, "n.txt", b"notes")
     before = db_state(user)

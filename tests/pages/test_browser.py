@@ -14,9 +14,9 @@ from decimal import ROUND_HALF_UP, Decimal
 import pytest
 from django.contrib.auth import get_user_model
 
-from billing.models import CreditTransaction, ModelPricing, PricingChange
+from billing.models import CreditTransaction, ModelPricing, PricingChange, UsageEvent
 from billing.services import wallet_adjust
-from chat.models import LLMCallEvent, Turn, UploadedFile
+from chat.models import Turn, UploadedFile
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
 from tests.support.browser import chromium, screenshot
 from tests.support.fake_openai import FakeOpenAI
@@ -219,7 +219,7 @@ def test_sign_up_chat_wallet_and_live_repricing(live_server, orm_in_playwright_t
         total2 = credits(second.locator('[data-testid="turn-total"] strong').inner_text())
         assert total2 == figures2["gpt-4o"][2] + figures2["deepseek"][2]
         assert header_balance(page) == balance_after_first - total2
-        event = LLMCallEvent.objects.get(
+        event = UsageEvent.objects.get(
             turn__room__owner=ada, turn__content__startswith="And what", model_alias="deepseek"
         )
         assert event.multiplier == Decimal("0.75")

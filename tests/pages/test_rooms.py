@@ -7,7 +7,7 @@ import pytest
 from billing import meter
 from billing.models import ModelPricing
 from chat.models import Message, Room, ToolCallEvent
-from tests.factories import LLMCallEventFactory, RoomFactory, TurnFactory, UserFactory
+from tests.factories import RoomFactory, TurnFactory, UsageEventFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -92,18 +92,18 @@ def test_chat_page_shows_the_conversation_with_costs(client):
     Message.objects.create(turn=turn, position=0, role="user", content="What is 2+2?")
     Message.objects.create(turn=turn, position=1, role="assistant", model_alias="gpt-4o", content="Four.")
     Message.objects.create(turn=turn, position=2, role="assistant", model_alias="deepseek", content="4")
-    LLMCallEventFactory(
+    UsageEventFactory(
         turn=turn, model_alias="default", purpose="manager", metered=False,
         input_tokens=40, output_tokens=5, multiplier=Decimal(1), credits_burned=Decimal(0),
     )  # fmt: skip
     # gpt-4o used a tool, so it made two calls; the page sums them.
-    LLMCallEventFactory(
+    UsageEventFactory(
         turn=turn, model_alias="gpt-4o", input_tokens=50, output_tokens=10, credits_burned=Decimal("0.1200")
     )
-    LLMCallEventFactory(
+    UsageEventFactory(
         turn=turn, model_alias="gpt-4o", input_tokens=60, output_tokens=15, credits_burned=Decimal("0.1500")
     )
-    LLMCallEventFactory(
+    UsageEventFactory(
         turn=turn, model_alias="deepseek", provider_model="offline:deepseek", input_tokens=100,
         output_tokens=20, multiplier=Decimal("0.5"), credits_burned=Decimal("0.0600"),
     )  # fmt: skip

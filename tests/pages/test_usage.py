@@ -7,8 +7,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.utils import timezone
 
-from chat.models import LLMCallEvent
-from tests.factories import LLMCallEventFactory, RoomFactory, UserFactory
+from billing.models import UsageEvent
+from tests.factories import RoomFactory, UsageEventFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +32,7 @@ def test_usage_requires_login(client):
 def test_usage_lists_own_events_with_their_figures(client):
     user = UserFactory()
     room = RoomFactory(owner=user, title="Research")
-    LLMCallEventFactory(
+    UsageEventFactory(
         turn__room=room,
         model_alias="claude-sonnet",
         provider_model="offline:claude-sonnet",
@@ -41,7 +41,7 @@ def test_usage_lists_own_events_with_their_figures(client):
         multiplier=Decimal("1.5000"),
         credits_burned=Decimal("0.6660"),
     )
-    LLMCallEventFactory(
+    UsageEventFactory(
         turn__room=room,
         model_alias="default",
         purpose="manager",
@@ -49,7 +49,7 @@ def test_usage_lists_own_events_with_their_figures(client):
         multiplier=Decimal("1.0000"),
         credits_burned=Decimal(0),
     )
-    LLMCallEventFactory(model_alias="gpt-4o", credits_burned=Decimal("42.4242"))  # another user's
+    UsageEventFactory(model_alias="gpt-4o", credits_burned=Decimal("42.4242"))  # another user's
     client.force_login(user)
 
     html = client.get("/usage/").content.decode()
@@ -68,12 +68,10 @@ def test_usage_filters_by_model_and_dates_and_carries_them_to_csv_and_pages(clie
     user = UserFactory()
     today = timezone.localdate()
     for _ in range(55):
-        LLMCallEventFactory(turn__room__owner=user, model_alias="deepseek", credits_burned=Decimal("0.0100"))
-    LLMCallEventFactory(turn__room__owner=user, model_alias="gpt-4o", credits_burned=Decimal("0.5000"))
-    old = LLMCallEventFactory(
-        turn__room__owner=user, model_alias="deepseek", credits_burned=Decimal("7.0000")
-    )
-    LLMCallEvent.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=10))
+        UsageEventFactory(turn__room__owner=user, model_alias="deepseek", credits_burned=Decimal("0.0100"))
+    UsageEventFactory(turn__room__owner=user, model_alias="gpt-4o", credits_burned=Decimal("0.5000"))
+    old = UsageEventFactory(turn__room__owner=user, model_alias="deepseek", credits_burned=Decimal("7.0000"))
+    UsageEvent.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=10))
     client.force_login(user)
 
     html = client.get("/usage/", {"model_alias": "gpt-4o"}).content.decode()
@@ -108,7 +106,7 @@ def test_usage_filters_by_model_and_dates_and_carries_them_to_csv_and_pages(clie
 
 def test_usage_bad_filters_are_shown_not_crashing(client):
     user = UserFactory()
-    LLMCallEventFactory(turn__room__owner=user)
+    UsageEventFactory(turn__room__owner=user)
     client.force_login(user)
     response = client.get("/usage/", {"since": "2026-02-10", "until": "2026-02-01"})
     assert response.status_code == 200

@@ -7,11 +7,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from billing.models import CreditTransaction
+from billing.models import CreditTransaction, UsageEvent
 from billing.selectors import usage_daily_by_model
 from billing.services import wallet_debit, wallet_grant
-from chat.models import LLMCallEvent
-from tests.factories import LLMCallEventFactory, UserFactory
+from tests.factories import UsageEventFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -80,16 +79,16 @@ def test_wallet_ledger_is_paginated(client):
 def test_wallet_chart_data_is_per_day_per_model_for_30_days(client):
     user = UserFactory()
     now = timezone.now()
-    LLMCallEventFactory(turn__room__owner=user, model_alias="gpt-4o", credits_burned=Decimal("0.3000"))
-    LLMCallEventFactory(turn__room__owner=user, model_alias="gpt-4o", credits_burned=Decimal("0.0450"))
-    LLMCallEventFactory(turn__room__owner=user, model_alias="deepseek", credits_burned=Decimal("0.0750"))
+    UsageEventFactory(turn__room__owner=user, model_alias="gpt-4o", credits_burned=Decimal("0.3000"))
+    UsageEventFactory(turn__room__owner=user, model_alias="gpt-4o", credits_burned=Decimal("0.0450"))
+    UsageEventFactory(turn__room__owner=user, model_alias="deepseek", credits_burned=Decimal("0.0750"))
     # Unmetered manager calls burn nothing and are not plotted.
-    LLMCallEventFactory(
+    UsageEventFactory(
         turn__room__owner=user, model_alias="default", purpose="manager", metered=False, credits_burned=0
     )
-    old = LLMCallEventFactory(turn__room__owner=user, model_alias="gemini-pro", credits_burned=Decimal("9"))
-    LLMCallEvent.objects.filter(pk=old.pk).update(created_at=now - timedelta(days=31))
-    LLMCallEventFactory(model_alias="claude-sonnet", credits_burned=Decimal("5"))  # another user
+    old = UsageEventFactory(turn__room__owner=user, model_alias="gemini-pro", credits_burned=Decimal("9"))
+    UsageEvent.objects.filter(pk=old.pk).update(created_at=now - timedelta(days=31))
+    UsageEventFactory(model_alias="claude-sonnet", credits_burned=Decimal("5"))  # another user
     client.force_login(user)
 
     html = client.get("/wallet/").content.decode()
@@ -118,8 +117,8 @@ def test_wallet_without_usage_shows_no_chart_script(client):
 def test_usage_daily_by_model_fills_days_and_excludes_window_edges():
     user = UserFactory()
     today = timezone.localdate()
-    event = LLMCallEventFactory(turn__room__owner=user, credits_burned=Decimal("1.5000"))
-    LLMCallEvent.objects.filter(pk=event.pk).update(created_at=timezone.now() - timedelta(days=29))
+    event = UsageEventFactory(turn__room__owner=user, credits_burned=Decimal("1.5000"))
+    UsageEvent.objects.filter(pk=event.pk).update(created_at=timezone.now() - timedelta(days=29))
     burn = usage_daily_by_model(user=user, days=30, today=today)
     assert burn.days[0] == today - timedelta(days=29)
     assert burn.series["gpt-4o"][0] == Decimal("1.5000")

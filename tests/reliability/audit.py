@@ -22,8 +22,8 @@ from django.core.management import call_command
 from django.db.models import Count, Q
 
 from billing.meter import credits_for
-from billing.models import CreditTransaction, CreditWallet
-from chat.models import LLMCallEvent, Message, Turn
+from billing.models import CreditTransaction, CreditWallet, UsageEvent
+from chat.models import Message, Turn
 
 
 def assert_books_balance() -> dict:
@@ -32,7 +32,7 @@ def assert_books_balance() -> dict:
         user_messages=Count("messages", filter=Q(messages__role=Message.Role.USER), distinct=True),
         answers=Count("messages", filter=Q(messages__role=Message.Role.ASSISTANT), distinct=True),
         agent_calls=Count(
-            "llm_calls", filter=Q(llm_calls__purpose=LLMCallEvent.Purpose.AGENT), distinct=True
+            "usage_events", filter=Q(usage_events__purpose=UsageEvent.Purpose.AGENT), distinct=True
         ),
     )
     for turn in turns:
@@ -41,7 +41,7 @@ def assert_books_balance() -> dict:
             f"{turn.agent_calls} agent call(s)"
         )
 
-    events = list(LLMCallEvent.objects.all())
+    events = list(UsageEvent.objects.all())
     per_turn: dict[int, Decimal] = defaultdict(Decimal)
     for event in events:
         wanted = (
@@ -50,7 +50,7 @@ def assert_books_balance() -> dict:
             else Decimal(0)
         )
         assert event.credits_burned == wanted, (event.pk, event.credits_burned, wanted)
-        assert event.metered == (event.purpose != LLMCallEvent.Purpose.MANAGER), event.pk
+        assert event.metered == (event.purpose != UsageEvent.Purpose.MANAGER), event.pk
         per_turn[event.turn_id] += event.credits_burned
     for turn in Turn.objects.all():
         assert turn.credits_burned == per_turn[turn.pk], (turn.pk, turn.credits_burned, per_turn[turn.pk])
@@ -91,7 +91,7 @@ def snapshot() -> dict:
     return {
         "turns": Turn.objects.count(),
         "messages": Message.objects.count(),
-        "llm_calls": LLMCallEvent.objects.count(),
+        "llm_calls": UsageEvent.objects.count(),
         "tool_calls": ToolCallEvent.objects.count(),
         "ledger": CreditTransaction.objects.count(),
         "keys": TurnIdempotencyKey.objects.count(),

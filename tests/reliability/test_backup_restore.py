@@ -14,9 +14,9 @@ import pytest
 from django.db import connection
 
 from billing import services as billing_services
-from billing.models import CreditTransaction, CreditWallet, PricingChange
+from billing.models import CreditTransaction, CreditWallet, PricingChange, UsageEvent
 from chat import services as chat_services
-from chat.models import LLMCallEvent, Turn
+from chat.models import Turn
 from tests.factories import RoomFactory, UserFactory
 from tests.support.gunicorn_server import PROJECT_ROOT, database_url
 
@@ -48,7 +48,7 @@ def test_pg_dump_and_pg_restore_give_a_database_that_reconciles_and_keeps_its_gu
     )
     source = {
         "turns": Turn.objects.count(),
-        "events": LLMCallEvent.objects.count(),
+        "events": UsageEvent.objects.count(),
         "ledger": CreditTransaction.objects.count(),
         "balance": str(CreditWallet.objects.get(user=user).balance),
         "changes": PricingChange.objects.count(),

@@ -34,8 +34,8 @@ from decimal import Decimal
 import pytest
 from knox.models import AuthToken
 
-from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingChange
-from chat.models import LLMCallEvent, Turn, TurnIdempotencyKey
+from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingChange, UsageEvent
+from chat.models import Turn, TurnIdempotencyKey
 from tests.factories import RoomFactory, UserFactory
 from tests.reliability.audit import assert_books_balance
 from tests.support.gunicorn_server import GunicornServer, gunicorn_server
@@ -268,8 +268,8 @@ def test_64_turns_from_8_threads_at_one_wallet_with_live_repricing_are_each_char
     balance = CreditWallet.objects.get(user=user).balance
     assert balance == start_balance - burned == Decimal(wallet["balance"])
     # What each client was told is what was written.
-    events_by_turn: dict[int, list[LLMCallEvent]] = {}
-    for event in LLMCallEvent.objects.order_by("id"):
+    events_by_turn: dict[int, list[UsageEvent]] = {}
+    for event in UsageEvent.objects.order_by("id"):
         events_by_turn.setdefault(event.turn_id, []).append(event)
     for answer in run.answers.values():
         written = [

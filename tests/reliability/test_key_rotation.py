@@ -12,7 +12,7 @@ import pytest
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from tests.factories import LLMCallEventFactory, UserFactory
+from tests.factories import UsageEventFactory, UserFactory
 from tests.support.gunicorn_server import PROJECT_ROOT
 
 OLD_KEY = "old-secret-key-for-the-rotation-test-0123456789-abcdefghijkl"
@@ -37,8 +37,8 @@ def test_secret_key_fallbacks_is_read_from_the_environment():
 def test_rotating_secret_key_keeps_sessions_and_cursors_only_while_the_old_key_is_a_fallback(settings):
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = OLD_KEY, []
     user = UserFactory()
-    turn = LLMCallEventFactory(user=user).turn
-    LLMCallEventFactory(user=user, turn=turn, room=turn.room)
+    turn = UsageEventFactory(user=user).turn
+    UsageEventFactory(user=user, turn=turn, room=turn.room)
     active, idle = APIClient(), APIClient()
     active.force_login(user)  # sessions whose auth hash is signed under the old key
     idle.force_login(user)

@@ -18,8 +18,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from billing.models import CreditWallet
-from chat.models import LLMCallEvent, Room, Turn
+from billing.models import CreditWallet, UsageEvent
+from chat.models import Room, Turn
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 from tests.reliability.audit import assert_books_balance
 from tests.support.gunicorn_server import PROJECT_ROOT, database_url, gunicorn_server
@@ -98,7 +98,7 @@ def test_smoke_check_passes_against_a_live_server_and_its_turn_is_really_charged
     burned = sum((turn.credits_burned for turn in turns), Decimal(0))
     assert burned > 0
     assert wallet.balance == Decimal(500) - burned
-    assert LLMCallEvent.objects.filter(turn__in=turns).count() == 2
+    assert UsageEvent.objects.filter(turn__in=turns).count() == 2
     assert_books_balance()
     # Both runs logged out: no token is left alive.
     assert not wallet.user.auth_token_set.exists()

@@ -24,7 +24,7 @@ from rest_framework.test import APIClient
 from billing.api.pagination import CursorCodec
 from billing.models import CreditTransaction, ModelPricing, PricingChange
 from chat import services as chat_services
-from tests.factories import DEFAULT_PASSWORD, LLMCallEventFactory, RoomFactory, UserFactory
+from tests.factories import DEFAULT_PASSWORD, RoomFactory, UsageEventFactory, UserFactory
 from tests.support.gunicorn_server import gunicorn_server
 
 User = get_user_model()
@@ -320,7 +320,7 @@ def test_someone_elses_room_turns_and_file_answer_exactly_like_missing_ones(alic
 @pytest.mark.django_db
 def test_someone_elses_cursor_answers_exactly_like_a_forged_one(alice_and_bob):
     alice, bob = alice_and_bob
-    event = LLMCallEventFactory(user=alice, turn__room__owner=alice)
+    event = UsageEventFactory(user=alice, turn__room__owner=alice)
     grant = CreditTransaction.objects.get(wallet__user=alice)
     cursors = {
         "/api/v1/users/me/usage": CursorCodec("usage", with_timestamp=True).encode(

@@ -163,7 +163,7 @@ def test_each_turn_logs_one_structured_line_and_no_secret_is_ever_logged(provide
 
     body = turn.json()
     turn_lines = [
-        r for r in caplog.records if r.name == "chat.services" and r.getMessage().startswith("turn ")
+        r for r in caplog.records if r.name == "chat.services.turns" and r.getMessage().startswith("turn ")
     ]
     assert len(turn_lines) == 1
     fields = _fields(turn_lines[0].getMessage())

@@ -1,0 +1,25 @@
+"""Chat writes, one module per concern:
+
+- `rooms`: creating rooms;
+- `uploads`: checking, storing and recording uploads;
+- `idempotency`: the `Idempotency-Key` lease protocol;
+- `turns`: validating, running and committing a metered turn.
+
+The names below are chat's public write API; views and commands import them from here.
+"""
+
+from chat.services.idempotency import idempotency_keys_purge
+from chat.services.rooms import agent_aliases, room_create
+from chat.services.turns import TurnOutcome, turn_fingerprint, turn_post
+from chat.services.uploads import afile_upload, file_upload
+
+__all__ = [
+    "TurnOutcome",
+    "afile_upload",
+    "agent_aliases",
+    "file_upload",
+    "idempotency_keys_purge",
+    "room_create",
+    "turn_fingerprint",
+    "turn_post",
+]

@@ -1,0 +1,72 @@
+"""Uploads: checked, stored (network I/O, no transaction open), then recorded."""
+
+from __future__ import annotations
+
+import mimetypes
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation, ValidationError
+from django.core.files.uploadedfile import UploadedFile as UploadedContent
+from django.db import DatabaseError
+from django.utils.text import get_valid_filename
+
+from accounts.models import User
+from chat import storage
+from chat.errors import UploadTooLarge
+from chat.models import UploadedFile
+
+
+def _checked_upload(upload: UploadedContent) -> tuple[str, str]:
+    """(safe file name, content type) of an acceptable upload; 400 or 413 otherwise."""
+    if upload.size > settings.UPLOAD_MAX_BYTES:
+        raise UploadTooLarge(
+            f"The file is {upload.size} bytes; the limit is {settings.UPLOAD_MAX_BYTES} bytes.",
+            max_bytes=settings.UPLOAD_MAX_BYTES,
+        )
+    if upload.size == 0:
+        raise ValidationError({"file": ["The file is empty."]})
+    name = _safe_name(upload.name or "")
+    declared = (upload.content_type or "").split(";")[0].strip().lower()
+    guessed = mimetypes.guess_type(name)[0] or ""
+    allowed = settings.UPLOAD_ALLOWED_CONTENT_TYPES
+    content_type = declared if declared in allowed else guessed
+    if content_type not in allowed:
+        shown = declared or guessed or "unknown"
+        raise ValidationError({"file": [f"Unsupported file type {shown!r}. Allowed: {', '.join(allowed)}."]})
+    return name, content_type
+
+
+def _safe_name(raw: str) -> str:
+    """The base name, made safe for any storage; the tail is kept so the extension survives."""
+    try:
+        return get_valid_filename(raw.replace("\\", "/").rsplit("/", 1)[-1])[-200:]
+    except SuspiciousFileOperation:
+        return "upload"
+
+
+def _storage_name(owner_id: int, name: str) -> str:
+    # A random directory per upload: names never collide and never need a lookup.
+    return f"uploads/{owner_id}/{uuid.uuid4().hex}/{name}"
+
+
+def file_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
+    """Store an upload (network I/O, no transaction open) then record it."""
+    name, content_type = _checked_upload(upload)
+    stored = storage.upload_storage().save(_storage_name(owner.pk, name), upload)
+    try:
+        return UploadedFile.objects.create(
+            owner=owner, file=stored, name=name, size=upload.size, content_type=content_type
+        )
+    except DatabaseError:
+        storage.upload_storage().delete(stored)
+        raise
+
+
+async def afile_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
+    """`file_upload` for async code: the blocking storage write runs in a worker thread."""
+    name, content_type = _checked_upload(upload)
+    stored = await storage.asave(_storage_name(owner.pk, name), upload)
+    return await UploadedFile.objects.acreate(
+        owner=owner, file=stored, name=name, size=upload.size, content_type=content_type
+    )
