@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib.auth import password_validation
 from django.contrib.auth.forms import AuthenticationForm
@@ -31,8 +33,8 @@ class SignupForm(forms.Form):
         widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
     )
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         password1, password2 = cleaned.get("password1"), cleaned.get("password2")
         if password1 and password2 and password1 != password2:
             self.add_error("password2", "The two passwords do not match.")
@@ -41,7 +43,7 @@ class SignupForm(forms.Form):
     def add_service_errors(self, errors: dict[str, list[str]]) -> None:
         """Show the sign-up service's errors (taken username, weak password) on the fields."""
         for field, messages in errors.items():
-            target = "password1" if field == "password" else field
+            target: str | None = "password1" if field == "password" else field
             if target not in self.fields:
                 target = None
             for message in messages:

@@ -77,8 +77,7 @@ class ModelPricingAdmin(admin.ModelAdmin):
 
 class ModelPricingInline(admin.TabularInline):
     model = ModelPricing
-    fields = ["model_alias", "multiplier", "updated_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("model_alias", "multiplier", "updated_at")
     extra = 0
     can_delete = False
     show_change_link = True

@@ -6,10 +6,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
 from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingVersion, UsageEvent
 
@@ -43,7 +47,14 @@ def wallets_with_ledger_totals():
     ).order_by("pk")
 
 
-def wallet_drifts(wallet: CreditWallet) -> list[WalletDrift]:
+class LedgerTotals(TypedDict):
+    ledger_total: Decimal
+    ledger_granted: Decimal
+    ledger_burned: Decimal
+    newest_balance_after: Decimal | None
+
+
+def wallet_drifts(wallet: WithAnnotations[CreditWallet, LedgerTotals]) -> list[WalletDrift]:
     """Every way one annotated wallet disagrees with its ledger."""
     drifts = []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django import forms
@@ -65,10 +66,11 @@ class UsageFilterForm(forms.Form):
         super().__init__(*args, **kwargs)
         # Every priced alias, `default` included (the manager's routing calls use it); no query.
         aliases = sorted(get_pricing_snapshot().multipliers)
-        self.fields["model_alias"].choices = [("", "All models")] + [(alias, alias) for alias in aliases]
+        choices = [("", "All models")] + [(alias, alias) for alias in aliases]
+        cast(forms.ChoiceField, self.fields["model_alias"]).choices = choices
 
-    def clean(self) -> dict:
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         since, until = cleaned.get("since"), cleaned.get("until")
         if since and until and since > until:
             self.add_error("until", "The end date is before the start date.")

@@ -16,8 +16,7 @@ class RoomAdmin(admin.ModelAdmin):
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ["position", "role", "model_alias", "content"]
-    readonly_fields = fields
+    fields = readonly_fields = ("position", "role", "model_alias", "content")
     extra = 0
     can_delete = False
 

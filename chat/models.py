@@ -5,6 +5,8 @@ usage rows and wallet debits that `billing` writes) is written by one transactio
 `chat.services`; nothing here is ever written piecemeal.
 """
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -14,7 +16,8 @@ from billing.models import credits_field
 
 class Room(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="rooms")
-    title = models.CharField(max_length=200)
+    TITLE_MAX_LENGTH = 200
+    title = models.CharField(max_length=TITLE_MAX_LENGTH)
     # Model aliases taking part, validated against the active pricing table.
     agents = models.JSONField(default=list)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -33,7 +36,9 @@ class Turn(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="turns")
     content = models.TextField()
     # Uploads the user attached to this turn (the agents may read them with the file tools).
-    files = models.ManyToManyField("UploadedFile", blank=True, related_name="turns")
+    files: "models.ManyToManyField[UploadedFile, Any]" = models.ManyToManyField(
+        "UploadedFile", blank=True, related_name="turns"
+    )
     # Sum of the metered events' credits; what the wallet was debited for this turn.
     credits_burned = credits_field(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.db import connection
 from django.db.models import Prefetch, QuerySet
 
@@ -27,7 +29,8 @@ def turn_context(*, user_id: int, room_id: int, turns: int) -> TurnContext | Non
         rows = cursor.fetchall()
     if not rows:
         return None
-    agents = Room._meta.get_field("agents").from_db_value(rows[0][0], None, connection)
+    # PostgreSQL's driver decodes the JSON column; SQLite hands back its text.
+    agents = rows[0][0] if isinstance(rows[0][0], list) else json.loads(rows[0][0])
     history = [ChatLine(role, alias, content) for _, role, alias, content in rows if role is not None]
     return TurnContext(room_id=room_id, agents=list(agents), history=history)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import cast
 
 from django import forms
 from django.conf import settings
@@ -17,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from accounts.http import SignedInHttpRequest
 from billing.meter import get_pricing_snapshot
 from billing.models import UsageEvent
 from chat import selectors, services
@@ -44,7 +46,7 @@ class RoomCreateForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["agents"].choices = agent_choices()
+        cast(forms.MultipleChoiceField, self.fields["agents"]).choices = agent_choices()
 
     def add_service_errors(self, error: ValidationError) -> None:
         """The room service's own checks (agent count, duplicates) shown on their fields."""
@@ -63,7 +65,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def rooms(request: HttpRequest) -> HttpResponse:
+def rooms(request: SignedInHttpRequest) -> HttpResponse:
     form = RoomCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
@@ -139,23 +141,23 @@ def present_turn(turn: Turn) -> TurnView:
         answer = Answer(model_alias=message.model_alias, content=message.content)
         answers.append(answer)
         by_alias.setdefault(message.model_alias, answer)
-    other_calls = []
+    other_calls: list[UsageEvent] = []
     for call in turn.usage_events.all():
-        answer = by_alias.get(call.model_alias) if call.purpose == UsageEvent.Purpose.AGENT else None
-        if answer is None:
+        charged_to = by_alias.get(call.model_alias) if call.purpose == UsageEvent.Purpose.AGENT else None
+        if charged_to is None:
             other_calls.append(call)
             continue
-        answer.calls += 1
-        answer.provider_model = call.provider_model
-        answer.input_tokens += call.input_tokens
-        answer.output_tokens += call.output_tokens
-        answer.multiplier = call.multiplier
-        answer.pricing_version = call.pricing_version
-        answer.credits_burned += call.credits_burned
-    unattributed = []
+        charged_to.calls += 1
+        charged_to.provider_model = call.provider_model
+        charged_to.input_tokens += call.input_tokens
+        charged_to.output_tokens += call.output_tokens
+        charged_to.multiplier = call.multiplier
+        charged_to.pricing_version = call.pricing_version
+        charged_to.credits_burned += call.credits_burned
+    unattributed: list[ToolView] = []
     for tool_call in turn.tool_calls.all():
-        answer = by_alias.get(tool_call.model_alias)
-        (answer.tools if answer else unattributed).append(ToolView.of(tool_call))
+        owner = by_alias.get(tool_call.model_alias)
+        (owner.tools if owner else unattributed).append(ToolView.of(tool_call))
     return TurnView(
         turn=turn,
         question=question or turn.content,
@@ -167,7 +169,7 @@ def present_turn(turn: Turn) -> TurnView:
 
 @login_required
 @require_GET
-def room(request: HttpRequest, room_id: int) -> HttpResponse:
+def room(request: SignedInHttpRequest, room_id: int) -> HttpResponse:
     room = selectors.room_get(user_id=request.user.pk, room_id=room_id)
     if room is None:
         # Another user's room is a 404, never a 403: its existence is not disclosed.

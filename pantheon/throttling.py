@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -29,6 +30,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from rest_framework.permissions import SAFE_METHODS
+from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 logger = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ def client_ident(request: HttpRequest) -> str:
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return f"user:{user.pk}"
-    return f"addr:{BaseThrottle().get_ident(request)}"
+    return f"addr:{BaseThrottle().get_ident(cast(Request, request))}"
 
 
 def hit(*, scope: str, ident: str) -> float | None:

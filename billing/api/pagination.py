@@ -17,6 +17,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.utils.urls import replace_query_param
 
+from accounts.http import SignedInRequest
+
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 CURSOR_PARAM = "cursor"
@@ -80,7 +82,7 @@ class CursorCodec:
         return Cursor(direction=direction, position=(created_at, pk))
 
     def links(
-        self, request: Request, *, rows: list, has_more: bool, cursor: Cursor | None
+        self, request: SignedInRequest, *, rows: list, has_more: bool, cursor: Cursor | None
     ) -> tuple[str | None, str | None]:
         """(next, previous) absolute URLs for a page of newest-first `rows`."""
         if not rows:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any, TypedDict, cast
 
 from django.conf import settings
 from django.http import StreamingHttpResponse
@@ -21,12 +22,14 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import NotFound, ParseError, ValidationError
-from rest_framework.parsers import JSONParser, get_encoding
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.http import SignedInRequest
+from accounts.models import User
 from billing import selectors, services
 from billing.api import pagination
 from billing.api.serializers import (
@@ -104,6 +107,7 @@ def _instant(request: Request, name: str, *, end_of_day: bool = False) -> dateti
     )
     try:
         day = parse_date(raw)
+        moment: datetime | None
         if day is not None:
             moment = datetime.combine(day + timedelta(days=1) if end_of_day else day, time.min)
         else:
@@ -119,7 +123,13 @@ def _instant(request: Request, name: str, *, end_of_day: bool = False) -> dateti
     return moment
 
 
-def _usage_filters(request: Request) -> dict:
+class UsageFilters(TypedDict):
+    model_alias: str | None
+    since: datetime | None
+    until: datetime | None
+
+
+def _usage_filters(request: Request) -> UsageFilters:
     since = _instant(request, "since")
     until = _instant(request, "until", end_of_day=True)
     if since is not None and until is not None and since >= until:
@@ -143,7 +153,7 @@ class WalletView(APIView):
         description="Balance and lifetime totals; the wallet (with its beta grant) is created on first use.",
         responses={200: WalletSerializer, **ERRORS_401},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: SignedInRequest) -> Response:
         wallet = services.wallet_get_or_create(user=request.user)
         return Response(WalletSerializer(wallet).data)
 
@@ -155,8 +165,8 @@ class JSONOnlyNegotiationMixin:
     request) are always JSON.
     """
 
-    def perform_content_negotiation(self, request, force=False):
-        renderer = self.get_renderers()[0]
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[Any, str]:
+        renderer = cast(APIView, self).get_renderers()[0]
         return renderer, renderer.media_type
 
 
@@ -183,7 +193,7 @@ class UsageListView(JSONOnlyNegotiationMixin, APIView):
             **ERRORS_401,
         },
     )
-    def get(self, request: Request):
+    def get(self, request: SignedInRequest):
         filters = _usage_filters(request)
         output = request.query_params.get("format") or "json"
         if output not in ("json", "csv"):
@@ -192,11 +202,15 @@ class UsageListView(JSONOnlyNegotiationMixin, APIView):
             return _usage_csv_response(request.user, filters)
         limit = pagination.page_size(request)
         cursor = self.cursors.decode(request)
-        position = {}
-        if cursor is not None:
-            key = "newer_than" if cursor.direction == pagination.PREVIOUS else "older_than"
-            position[key] = cursor.position
-        page = selectors.usage_list(user=request.user, limit=limit, **filters, **position)
+        newer = cursor is not None and cursor.direction == pagination.PREVIOUS
+        at = cursor.position if cursor is not None else None
+        page = selectors.usage_list(
+            user=request.user,
+            limit=limit,
+            **filters,
+            newer_than=at if newer else None,
+            older_than=None if newer else at,
+        )
         next_url, previous_url = self.cursors.links(
             request, rows=page.rows, has_more=page.has_more, cursor=cursor
         )
@@ -214,7 +228,7 @@ class _Echo:
         return value
 
 
-def _usage_csv_lines(user, filters: dict) -> Iterator[str]:
+def _usage_csv_lines(user: User, filters: UsageFilters) -> Iterator[str]:
     as_iso = drf_serializers.DateTimeField().to_representation
     writer = csv.writer(_Echo())
     yield writer.writerow(USAGE_CSV_COLUMNS)
@@ -240,7 +254,7 @@ def _usage_csv_lines(user, filters: dict) -> Iterator[str]:
         )
 
 
-def _usage_csv_response(user, filters: dict) -> StreamingHttpResponse:
+def _usage_csv_response(user: User, filters: UsageFilters) -> StreamingHttpResponse:
     response = StreamingHttpResponse(_usage_csv_lines(user, filters), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="usage.csv"'
     return response
@@ -260,7 +274,7 @@ class UsageSummaryView(APIView):
         parameters=[GROUP_BY_PARAM, MODEL_ALIAS_PARAM, SINCE_PARAM, UNTIL_PARAM],
         responses={200: UsageSummarySerializer, **ERROR_400, **ERRORS_401},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: SignedInRequest) -> Response:
         filters = _usage_filters(request)
         raw_group_by = request.query_params.get("group_by") or "day"
         group_by = raw_group_by.split(",")
@@ -295,14 +309,17 @@ class TransactionListView(APIView):
         parameters=[CURSOR_PARAM, PAGE_SIZE_PARAM],
         responses={200: TransactionPageSerializer, **ERROR_400, **ERRORS_401},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: SignedInRequest) -> Response:
         limit = pagination.page_size(request)
         cursor = self.cursors.decode(request)
-        position = {}
-        if cursor is not None:
-            key = "newer_than" if cursor.direction == pagination.PREVIOUS else "older_than"
-            position[key] = cursor.position[0]
-        page = selectors.transaction_list(user=request.user, limit=limit, **position)
+        newer = cursor is not None and cursor.direction == pagination.PREVIOUS
+        at = cursor.position[0] if cursor is not None else None
+        page = selectors.transaction_list(
+            user=request.user,
+            limit=limit,
+            newer_than=at if newer else None,
+            older_than=None if newer else at,
+        )
         next_url, previous_url = self.cursors.links(
             request, rows=page.rows, has_more=page.has_more, cursor=cursor
         )
@@ -341,7 +358,7 @@ class DecimalJSONParser(JSONParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         # DRF's check: only a text codec (a bz2_codec "charset" would inflate the body unbounded).
-        encoding = get_encoding(parser_context or {})
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             return json.load(
                 codecs.getreader(encoding)(stream), parse_float=Decimal, parse_constant=_reject_constant
@@ -373,7 +390,7 @@ class AdminPricingListView(APIView):
         description="The active pricing version and every alias with its multiplier (from the database).",
         responses={200: PricingListSerializer, **ADMIN_ERRORS},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: SignedInRequest) -> Response:
         version, rows = selectors.pricing_list()
         return Response(
             {
@@ -407,7 +424,7 @@ class AdminPricingDetailView(APIView):
         },
         examples=[OpenApiExample("new multiplier", value={"multiplier": "1.25"}, request_only=True)],
     )
-    def patch(self, request: Request, model_alias: str) -> Response:
+    def patch(self, request: SignedInRequest, model_alias: str) -> Response:
         if selectors.pricing_get(model_alias=model_alias) is None:
             raise NotFound(f"No model alias {model_alias!r} in the active pricing version.")
         serializer = PricingPatchSerializer(data=request.data)

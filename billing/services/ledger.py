@@ -96,7 +96,7 @@ def _append_ledger_row(row: CreditTransaction) -> CreditTransaction:
     fields = [field for field in row._meta.concrete_fields if not field.primary_key]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {row._meta.db_table} ({', '.join(field.column for field in fields)}) "
+            f"INSERT INTO {row._meta.db_table} ({', '.join(str(field.column) for field in fields)}) "
             f"VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id",
             [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields],
         )
@@ -254,11 +254,12 @@ def wallet_debit_many(
     # No savepoint: it would add two round trips (SAVEPOINT, RELEASE), one of them while the
     # wallet row is locked; any failure here fails the caller's whole transaction anyway.
     with transaction.atomic(savepoint=False):
-        change = {"delta": -total, "granted": Decimal(0), "burned": total}
-        applied = _apply_to_wallet(wallet_id=wallet_id, user_id=user_id, **change)
+        applied = _apply_to_wallet(
+            wallet_id=wallet_id, user_id=user_id, delta=-total, granted=Decimal(0), burned=total
+        )
         if applied is None and wallet_id is None and user_id is not None:
             wallet_create(user_id=user_id)
-            applied = _apply_to_wallet(user_id=user_id, **change)
+            applied = _apply_to_wallet(user_id=user_id, delta=-total, granted=Decimal(0), burned=total)
         if applied is None:
             named = f"wallet {wallet_id}" if wallet_id is not None else f"the wallet of user {user_id}"
             raise LedgerError(f"{named} does not exist")

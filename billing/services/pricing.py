@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import connection, transaction
 
+from accounts.models import User
 from billing.models import ModelPricing, PricingChange
 from pantheon.errors import AppError
 
@@ -81,7 +81,7 @@ def pricing_update_multiplier(
     *,
     model_alias: str,
     multiplier: object,
-    changed_by: AbstractBaseUser | None,
+    changed_by: User | None,
     source: str,
     pricing_version: str | None = None,
 ) -> PricingUpdate:

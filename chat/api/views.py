@@ -6,7 +6,11 @@ file is a 404, never a 403 that would confirm it exists.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 from django.conf import settings
+from django.db.models import QuerySet
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -22,6 +26,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.http import SignedInRequest
 from chat import payloads, selectors, services
 from chat.api import serializers as s
 
@@ -63,8 +68,12 @@ class ChatView(GenericAPIView):
 
     pagination_class = NewestFirst
 
-    def paginated(self, queryset, render) -> Response:
-        page = self.paginate_queryset(queryset)
+    @property
+    def signed_in_user_id(self) -> int:
+        return cast(SignedInRequest, self.request).user.pk
+
+    def paginated(self, queryset: QuerySet[Any], render: Callable[[Any], dict[str, Any]]) -> Response:
+        page = self.paginate_queryset(queryset) or []
         return self.get_paginated_response([render(item) for item in page])
 
 
@@ -83,12 +92,12 @@ class ChatView(GenericAPIView):
 )
 class RoomListView(ChatView):
     def get_queryset(self):
-        return selectors.room_list(user_id=self.request.user.pk)
+        return selectors.room_list(user_id=self.signed_in_user_id)
 
-    def get(self, request: Request) -> Response:
+    def get(self, request: SignedInRequest) -> Response:
         return self.paginated(self.get_queryset(), payloads.room_payload)
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: SignedInRequest) -> Response:
         body = s.RoomCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         room = services.room_create(owner=request.user, **body.validated_data)
@@ -101,7 +110,7 @@ class RoomDetailView(ChatView):
         summary="One of your rooms",
         responses={200: s.RoomSerializer, **ERRORS},
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: SignedInRequest, pk: int) -> Response:
         room = selectors.room_get(user_id=request.user.pk, room_id=pk)
         if room is None:
             raise NotFound("Room not found.")
@@ -126,7 +135,7 @@ class TurnListView(ChatView):
         summary="A room's turns, newest first",
         responses={200: page_of(s.TurnSerializer, "TurnPage"), **ERRORS},
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: SignedInRequest, pk: int) -> Response:
         if selectors.room_get(user_id=request.user.pk, room_id=pk) is None:
             raise NotFound("Room not found.")
         turns = selectors.turn_list(user_id=request.user.pk, room_id=pk)
@@ -151,7 +160,7 @@ class TurnListView(ChatView):
             ),
         },
     )
-    def post(self, request: Request, pk: int) -> Response:
+    def post(self, request: SignedInRequest, pk: int) -> Response:
         key = _idempotency_key(request)
         body = request.data
         if not isinstance(body, dict):
@@ -187,12 +196,12 @@ class FileListView(ChatView):
     parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
-        return selectors.file_list(user_id=self.request.user.pk)
+        return selectors.file_list(user_id=self.signed_in_user_id)
 
-    def get(self, request: Request) -> Response:
+    def get(self, request: SignedInRequest) -> Response:
         return self.paginated(self.get_queryset(), payloads.file_payload)
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: SignedInRequest) -> Response:
         # Refuse an oversized body before reading it.
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if declared > settings.UPLOAD_MAX_BYTES + MULTIPART_OVERHEAD_BYTES:
@@ -212,7 +221,7 @@ class FileDetailView(ChatView):
         summary="One of your uploads",
         responses={200: s.FileSerializer, **ERRORS},
     )
-    def get(self, request: Request, pk: int) -> Response:
+    def get(self, request: SignedInRequest, pk: int) -> Response:
         uploaded = selectors.file_get(user_id=request.user.pk, file_id=pk)
         if uploaded is None:
             raise NotFound("File not found.")

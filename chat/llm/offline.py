@@ -29,7 +29,7 @@ PARSE_RE = re.compile(r"\b(parse|table|rows|columns)\b", re.IGNORECASE)
 
 def _serialize(message: BaseMessage) -> str:
     """The text of one message as the offline model reads it (what its input tokens count)."""
-    text = message.text
+    text = str(message.text)
     if isinstance(message, AIMessage) and message.tool_calls:
         text += " " + json.dumps([{"name": c["name"], "args": c["args"]} for c in message.tool_calls])
     return f"{message.type}: {text}"

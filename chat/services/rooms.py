@@ -22,7 +22,7 @@ def room_create(*, owner: User, title: str, agents: list[str]) -> Room:
     title = (title or "").strip()
     if not title:
         errors["title"] = ["Give the room a title."]
-    elif len(title) > Room._meta.get_field("title").max_length:
+    elif len(title) > Room.TITLE_MAX_LENGTH:
         errors["title"] = ["The title is too long."]
     choosable = agent_aliases()
     if not agents:

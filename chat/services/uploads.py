@@ -17,14 +17,15 @@ from chat.errors import UploadTooLarge
 from chat.models import UploadedFile
 
 
-def _checked_upload(upload: UploadedContent) -> tuple[str, str]:
-    """(safe file name, content type) of an acceptable upload; 400 or 413 otherwise."""
-    if upload.size > settings.UPLOAD_MAX_BYTES:
+def _checked_upload(upload: UploadedContent) -> tuple[str, str, int]:
+    """(safe file name, content type, size) of an acceptable upload; 400 or 413 otherwise."""
+    size = upload.size or 0
+    if size > settings.UPLOAD_MAX_BYTES:
         raise UploadTooLarge(
-            f"The file is {upload.size} bytes; the limit is {settings.UPLOAD_MAX_BYTES} bytes.",
+            f"The file is {size} bytes; the limit is {settings.UPLOAD_MAX_BYTES} bytes.",
             max_bytes=settings.UPLOAD_MAX_BYTES,
         )
-    if upload.size == 0:
+    if size == 0:
         raise ValidationError({"file": ["The file is empty."]})
     name = _safe_name(upload.name or "")
     declared = (upload.content_type or "").split(";")[0].strip().lower()
@@ -34,7 +35,7 @@ def _checked_upload(upload: UploadedContent) -> tuple[str, str]:
     if content_type not in allowed:
         shown = declared or guessed or "unknown"
         raise ValidationError({"file": [f"Unsupported file type {shown!r}. Allowed: {', '.join(allowed)}."]})
-    return name, content_type
+    return name, content_type, size
 
 
 def _safe_name(raw: str) -> str:
@@ -52,11 +53,11 @@ def _storage_name(owner_id: int, name: str) -> str:
 
 def file_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
     """Store an upload (network I/O, no transaction open) then record it."""
-    name, content_type = _checked_upload(upload)
+    name, content_type, size = _checked_upload(upload)
     stored = storage.upload_storage().save(_storage_name(owner.pk, name), upload)
     try:
         return UploadedFile.objects.create(
-            owner=owner, file=stored, name=name, size=upload.size, content_type=content_type
+            owner=owner, file=stored, name=name, size=size, content_type=content_type
         )
     except DatabaseError:
         storage.upload_storage().delete(stored)
@@ -65,8 +66,8 @@ def file_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
 
 async def afile_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
     """`file_upload` for async code: the blocking storage write runs in a worker thread."""
-    name, content_type = _checked_upload(upload)
+    name, content_type, size = _checked_upload(upload)
     stored = await storage.asave(_storage_name(owner.pk, name), upload)
     return await UploadedFile.objects.acreate(
-        owner=owner, file=stored, name=name, size=upload.size, content_type=content_type
+        owner=owner, file=stored, name=name, size=size, content_type=content_type
     )
