@@ -8,7 +8,8 @@ is compared with a baseline measured in the same run on the same machine.
 
 Environment: BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/pantheon_bench;
 the usage history adds `_usage_1k` and `_usage_1m` databases next to it, seeded
-once and reused), BENCH_RESEED=1 to seed the usage databases again.
+once and reused; real_latency uses `_latency`), BENCH_RESEED=1 to seed the usage
+databases again.
 Exits 1 when any goal is missed.
 """
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from _support import ROOT, database_url, load_average, row
 
 HERE = Path(__file__).resolve().parent
-MEASURES = ["ledger", "queries_per_turn", "turn_http", "usage_history", "propagation"]
+MEASURES = ["ledger", "queries_per_turn", "turn_http", "usage_history", "propagation", "real_latency"]
 
 
 def _ledger_rows(results: list[dict]) -> list[dict]:
