@@ -116,6 +116,10 @@ class UsageEvent(models.Model):
         MANAGER = "manager"
         SUMMARY = "summary"
 
+    class UsageSource(models.TextChoices):
+        PROVIDER = "provider"
+        ESTIMATED = "estimated"
+
     # Indexed by chat_usage_user_newest (user, -created_at, -id).
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_events", db_index=False
@@ -133,6 +137,9 @@ class UsageEvent(models.Model):
     # Credits this call cost; 0 for an unmetered (manager) call.
     credits_burned = credits_field()
     metered = models.BooleanField()
+    # Where the token counts come from: the provider's usage report, or our count with the
+    # model's tokenizer for a call cut short (Stop, a dropped stream) or reported without usage.
+    usage_source = models.CharField(max_length=16, choices=UsageSource.choices, default=UsageSource.PROVIDER)
     latency_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -155,6 +162,9 @@ class UsageEvent(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(metered=True) | Q(credits_burned=0), name="chat_llm_call_unmetered_is_free"
+            ),
+            models.CheckConstraint(
+                condition=Q(usage_source__in=["provider", "estimated"]), name="billing_usage_source"
             ),
         ]
 

@@ -7,8 +7,6 @@ its own status.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from pantheon.errors import AppError
 
 
@@ -26,21 +24,14 @@ class UploadTooLarge(ChatError):
     code = "file_too_large"
 
 
-class InsufficientCredits(ChatError):
-    status_code = 402
-    code = "insufficient_credits"
-
-    def __init__(self, *, balance: Decimal, estimated_credits: Decimal):
-        super().__init__(
-            f"The wallet balance {balance} cannot cover this turn's estimated {estimated_credits} credits.",
-            balance=str(balance),
-            estimated_credits=str(estimated_credits),
-        )
-
-
 class IdempotencyMismatch(ChatError):
     status_code = 409
     code = "idempotency_key_reused"
+
+
+class TurnFinished(ChatError):
+    status_code = 409
+    code = "turn_finished"
 
 
 class IdempotencyInProgress(ChatError):

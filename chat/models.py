@@ -31,6 +31,13 @@ class Room(models.Model):
 
 
 class Turn(models.Model):
+    class Status(models.TextChoices):
+        COMPLETED = "completed"
+        # Stopped by the user (Stop, or the client went away); charged for the calls that ran.
+        CANCELLED = "cancelled"
+        # A provider or tool failure; charged for the calls that ran.
+        FAILED = "failed"
+
     # Indexed by chat_turn_room_order (room, id); a second index on room alone only costs writes.
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="turns", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="turns")
@@ -41,12 +48,16 @@ class Turn(models.Model):
     )
     # Sum of the metered events' credits; what the wallet was debited for this turn.
     credits_burned = credits_field(default=0)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         indexes = [models.Index(fields=["room", "id"], name="chat_turn_room_order")]
         constraints = [
             models.CheckConstraint(condition=Q(credits_burned__gte=0), name="chat_turn_credits_non_negative"),
+            models.CheckConstraint(
+                condition=Q(status__in=["completed", "cancelled", "failed"]), name="chat_turn_status"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -137,6 +148,10 @@ class TurnIdempotencyKey(models.Model):
         Turn, null=True, blank=True, on_delete=models.CASCADE, related_name="idempotency_key"
     )
     response = models.JSONField(null=True, blank=True)
+    # The HTTP status the first request answered with (a failed turn is recorded, and replayed, as 502).
+    response_status = models.PositiveSmallIntegerField(default=201)
+    # Set by `POST …/turns/cancel`; the process running the turn sees it and stops its model calls.
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
     # A pending reservation whose worker died is released after this moment.
     locked_until = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)

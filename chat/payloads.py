@@ -64,6 +64,7 @@ def usage_payload(event: UsageEvent) -> dict:
         "pricing_version": event.pricing_version,
         "credits_burned": decimal_str(event.credits_burned),
         "metered": event.metered,
+        "usage_source": event.usage_source,
         "latency_ms": event.latency_ms,
     }
 
@@ -98,6 +99,7 @@ def turn_payload(
         "usage": [usage_payload(event) for event in usage],
         "tool_calls": [tool_call_payload(event) for event in tool_calls],
         "credits_burned": decimal_str(turn.credits_burned),
+        "status": turn.status,
     }
     if balance is not None:
         payload["balance"] = decimal_str(balance)

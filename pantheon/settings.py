@@ -259,6 +259,13 @@ TURN_MAX_CONTENT_CHARS = env.int("TURN_MAX_CONTENT_CHARS", default=8000)
 TURN_MAX_FILES = env.int("TURN_MAX_FILES", default=5)
 # Model calls per agent per turn (tool rounds included); bounds a runaway tool loop.
 CHAT_MAX_AGENT_STEPS = env.int("CHAT_MAX_AGENT_STEPS", default=4)
+# Stop: how often a running turn checks its key row for a Stop sent to another process, and how long
+# it then waits for its agents' last chunks before committing what ran.
+TURN_CANCEL_POLL_SECONDS = env.float("TURN_CANCEL_POLL_SECONDS", default=0.5)
+TURN_CANCEL_GRACE_SECONDS = env.float("TURN_CANCEL_GRACE_SECONDS", default=0.5)
+# Streamed turns send an SSE comment this often while nothing else happens (proxies keep the
+# stream open, and a client that went away is noticed).
+TURN_STREAM_HEARTBEAT_SECONDS = env.float("TURN_STREAM_HEARTBEAT_SECONDS", default=1.0)
 # Earlier turns given to the agents as context (one query, whatever the room's length).
 CHAT_HISTORY_TURNS = env.int("CHAT_HISTORY_TURNS", default=10)
 # Output tokens assumed per agent call when CREDIT_ENFORCEMENT=enforce estimates a turn.

@@ -41,6 +41,7 @@ class UsageRowSerializer(serializers.Serializer):
     pricing_version = serializers.CharField()
     credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
     metered = serializers.BooleanField()
+    usage_source = serializers.ChoiceField(choices=["provider", "estimated"])
     latency_ms = serializers.IntegerField()
 
 

@@ -249,6 +249,7 @@ def _usage_csv_lines(user: User, filters: UsageFilters) -> Iterator[str]:
                 row.pricing_version,
                 row.credits_burned,
                 "true" if row.metered else "false",
+                row.usage_source,
                 row.latency_ms,
             ]
         )

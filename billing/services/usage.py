@@ -34,6 +34,8 @@ class CallRecord:
     input_tokens: int
     output_tokens: int
     latency_ms: int
+    # "provider" when the provider reported the counts, "estimated" when we counted them.
+    usage_source: str = UsageEvent.UsageSource.PROVIDER
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ def usage_price(*, calls: Iterable[CallRecord]) -> PricedUsage:
                     credits_for(call.input_tokens, call.output_tokens, multiplier) if metered else Decimal(0)
                 ),
                 metered=metered,
+                usage_source=call.usage_source,
                 latency_ms=call.latency_ms,
             )
         )

@@ -35,7 +35,21 @@ class TurnCreateSerializer(serializers.Serializer):
 
     content = serializers.CharField(allow_blank=True, trim_whitespace=False)
     model_alias = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=64)
+    agents = serializers.ListField(
+        child=serializers.CharField(max_length=64),
+        required=False,
+        max_length=10,
+        help_text="Ask these agents of the room at once, without routing (instead of `model_alias`).",
+    )
     files = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=50)
+
+
+class TurnCancelSerializer(serializers.Serializer):
+    idempotency_key = serializers.CharField(max_length=255)
+
+
+class TurnCancelResultSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["cancelling"])
 
 
 class MessageSerializer(serializers.Serializer):
@@ -55,6 +69,10 @@ class UsageSerializer(serializers.Serializer):
     pricing_version = serializers.CharField()
     credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
     metered = serializers.BooleanField()
+    usage_source = serializers.ChoiceField(
+        choices=["provider", "estimated"],
+        help_text="`estimated`: counted with the model's tokenizer (a call cut short, or no usage reported).",
+    )
     latency_ms = serializers.IntegerField()
 
 
@@ -76,6 +94,7 @@ class TurnSerializer(serializers.Serializer):
     usage = UsageSerializer(many=True)
     tool_calls = ToolCallSerializer(many=True)
     credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
+    status = serializers.ChoiceField(choices=["completed", "cancelled", "failed"])
 
 
 class TurnResultSerializer(TurnSerializer):

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db.models import QuerySet
+from django.http.response import HttpResponseBase
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -29,6 +30,7 @@ from rest_framework.response import Response
 from accounts.http import SignedInRequest
 from chat import payloads, selectors, services
 from chat.api import serializers as s
+from chat.api import sse
 
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -129,6 +131,8 @@ def _idempotency_key(request: Request) -> str | None:
 
 class TurnListView(ChatView):
     throttle_scope = "turn"  # POST only (pantheon.throttling counts unsafe methods)
+    # `Accept: text/event-stream` streams the turn (POST); refusals and everything else are JSON.
+    content_negotiation_class = sse.JSONOrEventStreamNegotiation
 
     @extend_schema(
         operation_id="rooms_turns_list",
@@ -156,27 +160,56 @@ class TurnListView(ChatView):
             429: OpenApiResponse(s.ErrorSerializer, description="Too many turns; see Retry-After"),
             500: s.ErrorSerializer,
             502: OpenApiResponse(
-                s.ErrorSerializer, description="A model provider failed; nothing was charged"
+                s.ErrorSerializer,
+                description=(
+                    "A model provider failed. If no model call had run, nothing was written or "
+                    "charged; otherwise the body's `turn` is the recorded `failed` turn, charged "
+                    "for the calls that ran."
+                ),
             ),
         },
     )
-    def post(self, request: SignedInRequest, pk: int) -> Response:
+    def post(self, request: SignedInRequest, pk: int) -> HttpResponseBase:
         key = _idempotency_key(request)
         body = request.data
         if not isinstance(body, dict):
             raise ValidationError({"non_field_errors": ['Send a JSON object, e.g. {"content": "Hello"}.']})
         # The service checks every field, types included (TurnCreateSerializer only documents the
         # body: binding a DRF serializer cost a turn more CPU than its database write).
-        outcome = services.turn_post(
+        post_turn = services.turn_stream if sse.wants_event_stream(request) else services.turn_post
+        result = post_turn(
             user=request.user,
             room_id=pk,
             content=body.get("content"),
             model_alias=body.get("model_alias"),
+            agents=body.get("agents"),
             file_ids=body.get("files"),
             idempotency_key=key,
         )
-        headers = {"Idempotent-Replayed": "true"} if outcome.replayed else {}
-        return Response(outcome.payload, status=status.HTTP_201_CREATED, headers=headers)
+        if isinstance(result, services.TurnStream):
+            return sse.event_stream_response(result)
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        return Response(result.payload, status=result.http_status, headers=headers)
+
+
+class TurnCancelView(ChatView):
+    @extend_schema(
+        operation_id="rooms_turns_cancel",
+        summary="Stop a running turn: its model calls end, it commits as `cancelled`",
+        request=s.TurnCancelSerializer,
+        responses={
+            202: s.TurnCancelResultSerializer,
+            **ERRORS,
+            409: OpenApiResponse(s.ErrorSerializer, description="The turn already finished"),
+        },
+    )
+    def post(self, request: SignedInRequest, pk: int) -> Response:
+        body = s.TurnCancelSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.turn_cancel(
+            user=request.user, room_id=pk, idempotency_key=body.validated_data["idempotency_key"]
+        )
+        return Response({"status": "cancelling"}, status=status.HTTP_202_ACCEPTED)
 
 
 @extend_schema_view(

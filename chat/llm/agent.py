@@ -10,15 +10,27 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.messages.tool import ToolCall
+from langchain_core.runnables import Runnable
 
 from billing.services import CallRecord as LLMCall
 from chat.errors import ProviderFailed, ToolFailed
-from chat.llm import prompts
+from chat.llm import prompts, tokens
 from chat.llm.registry import ResolvedModel, resolve
 from chat.tools.base import Tool, ToolError
 from chat.values import ChatLine
@@ -54,18 +66,135 @@ def _elapsed_ms(started: float) -> int:
     return int((time.monotonic() - started) * 1000)
 
 
-def _token_count(usage: dict, name: str) -> int:
+def _token_count(usage: Mapping[str, Any], name: str) -> int | None:
     value = usage.get(name)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} is {value!r}")
+        return None
     return value
 
 
-def invoke(model: ResolvedModel, runnable, messages: list[BaseMessage], *, purpose: str):
-    """One model call → (reply, LLMCall). Any provider failure is a `ProviderFailed`."""
+class TurnCancelled(Exception):
+    """The turn was stopped (Stop, or the client went away) while this agent was working."""
+
+
+@dataclass
+class _OpenCall:
+    model: ResolvedModel
+    purpose: str
+    messages: list[BaseMessage]
+    started: float
+    text: list[str] = field(default_factory=list)
+
+
+class AgentProgress:
+    """What one agent has done so far, readable from another thread.
+
+    The agent's thread records each model call as it starts, the text that
+    streams in, and each call and tool call as it ends. When the turn is
+    stopped or fails, the turn's thread `seal`s the progress: it takes what
+    ran (a call cut short is counted from its prompt and the text received, with
+    the model's tokenizer, and marked `estimated`) and every later update from
+    the agent's thread is ignored, so a call is billed once, whoever finishes first.
+    """
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self._lock = threading.Lock()
+        self._calls: list[LLMCall] = []
+        self._tools: list[ToolCallRecord] = []
+        self._open: _OpenCall | None = None
+        self._answer = ""
+        self._sealed = False
+
+    def call_started(self, model: ResolvedModel, messages: list[BaseMessage], purpose: str) -> None:
+        with self._lock:
+            if not self._sealed:
+                self._open = _OpenCall(model, purpose, list(messages), time.monotonic())
+
+    def text_received(self, text: str) -> None:
+        with self._lock:
+            if not self._sealed and self._open is not None:
+                self._open.text.append(text)
+
+    def call_finished(self, call: LLMCall, answer: str) -> None:
+        with self._lock:
+            if not self._sealed:
+                self._calls.append(call)
+                self._open = None
+                self._answer = answer
+
+    def tool_finished(self, record: ToolCallRecord) -> None:
+        with self._lock:
+            if not self._sealed:
+                self._tools.append(record)
+
+    def call_failed(self) -> None:
+        """The open call failed; it is billed only if the provider had started answering."""
+        with self._lock:
+            if not self._sealed and self._open is not None and not self._open.text:
+                self._open = None
+
+    def seal(self) -> AgentAnswer:
+        """Everything that ran, as an answer; the open call (if any) counted and marked estimated."""
+        with self._lock:
+            self._sealed = True
+            calls = list(self._calls)
+            answer = self._answer
+            if self._open is not None:
+                opened = self._open
+                received = "".join(opened.text)
+                calls.append(
+                    LLMCall(
+                        model_alias=opened.model.alias,
+                        provider_model=opened.model.provider_model,
+                        purpose=opened.purpose,
+                        input_tokens=tokens.prompt_tokens(opened.model.alias, opened.messages),
+                        output_tokens=tokens.text_tokens(opened.model.alias, received),
+                        latency_ms=_elapsed_ms(opened.started),
+                        usage_source="estimated",
+                    )
+                )
+                answer = received or answer
+            return AgentAnswer(
+                model_alias=self.alias, content=answer.strip(), llm_calls=calls, tool_calls=list(self._tools)
+            )
+
+
+def stream_call(
+    model: ResolvedModel,
+    runnable: Runnable[Any, Any],
+    messages: list[BaseMessage],
+    *,
+    purpose: str,
+    progress: AgentProgress,
+    cancel: threading.Event,
+    on_text: Callable[[str], None] | None = None,
+) -> tuple[AIMessage, LLMCall]:
+    """One streamed model call → (reply, LLMCall), recorded on `progress` as it goes.
+
+    Usage comes from the provider's stream (requested with `stream_usage`); a
+    stream without it is counted with the model's tokenizer and marked
+    `estimated`. Any provider failure is a `ProviderFailed`; a set `cancel`
+    stops the stream at the next chunk (closing the provider's response) with
+    `TurnCancelled`.
+    """
+    if cancel.is_set():
+        raise TurnCancelled()
+    progress.call_started(model, messages, purpose)
     started = time.monotonic()
+    merged: AIMessageChunk | None = None
     try:
-        reply = runnable.invoke(messages)
+        for chunk in runnable.stream(messages):
+            if cancel.is_set():
+                raise TurnCancelled()
+            merged = chunk if merged is None else merged + chunk
+            text = chunk.text
+            if text:
+                progress.text_received(text)
+                if on_text is not None:
+                    on_text(text)
+    except (TurnCancelled, ToolFailed):
+        raise
     except Exception as exc:
         # The exception text may quote request details; log its type only.
         logger.warning(
@@ -74,18 +203,23 @@ def invoke(model: ResolvedModel, runnable, messages: list[BaseMessage], *, purpo
             model.provider_model,
             type(exc).__name__,
         )
+        progress.call_failed()
         raise ProviderFailed(
             f"The model provider for {model.alias} failed ({type(exc).__name__}).", model_alias=model.alias
         ) from exc
-    usage = getattr(reply, "usage_metadata", None) or {}
-    try:
-        input_tokens = _token_count(usage, "input_tokens")
-        output_tokens = _token_count(usage, "output_tokens")
-    except ValueError as exc:
-        # We bill only what the provider reports; a reply without usage cannot be billed.
-        raise ProviderFailed(
-            f"The model provider for {model.alias} returned no token usage.", model_alias=model.alias
-        ) from exc
+    reply = AIMessage(
+        content=merged.content if merged is not None else "",
+        tool_calls=merged.tool_calls if merged is not None else [],
+    )
+    usage: Mapping[str, Any] = (merged.usage_metadata if merged is not None else None) or {}
+    input_tokens = _token_count(usage, "input_tokens")
+    output_tokens = _token_count(usage, "output_tokens")
+    source = "provider"
+    if input_tokens is None or output_tokens is None:
+        # The provider said nothing about usage: count it ourselves rather than not bill a call that ran.
+        source = "estimated"
+        input_tokens = tokens.prompt_tokens(model.alias, messages)
+        output_tokens = tokens.message_tokens(model.alias, reply)
     call = LLMCall(
         model_alias=model.alias,
         provider_model=model.provider_model,
@@ -93,7 +227,9 @@ def invoke(model: ResolvedModel, runnable, messages: list[BaseMessage], *, purpo
         input_tokens=input_tokens,
         output_tokens=output_tokens,
         latency_ms=_elapsed_ms(started),
+        usage_source=source,
     )
+    progress.call_finished(call, reply.text)
     return reply, call
 
 
@@ -111,11 +247,24 @@ def parse_routing(text: str, agents: list[str]) -> list[str]:
     return [agent for agent in agents if agent in {str(name) for name in named}]
 
 
-def route_turn(*, content: str, agents: list[str]) -> Routing:
+def route_turn(
+    *,
+    content: str,
+    agents: list[str],
+    progress: AgentProgress | None = None,
+    cancel: threading.Event | None = None,
+) -> Routing:
     """The manager's (unmetered) call: which agents answer. Unreadable → all of them."""
     manager = resolve(settings.CHAT_MANAGER_ALIAS)
-    messages = [SystemMessage(prompts.routing_system(agents)), HumanMessage(content)]
-    reply, call = invoke(manager, manager.chat_model, messages, purpose="manager")
+    messages: list[BaseMessage] = [SystemMessage(prompts.routing_system(agents)), HumanMessage(content)]
+    reply, call = stream_call(
+        manager,
+        manager.chat_model,
+        messages,
+        purpose="manager",
+        progress=progress or AgentProgress(manager.alias),
+        cancel=cancel or threading.Event(),
+    )
     return Routing(agents=parse_routing(reply.text, agents) or list(agents), llm_call=call)
 
 
@@ -129,7 +278,7 @@ def _history_messages(history: list[ChatLine]) -> list[BaseMessage]:
     return messages
 
 
-def _run_tool(alias: str, tools: dict[str, Tool], tool_call: dict) -> tuple[ToolCallRecord, str]:
+def _run_tool(alias: str, tools: dict[str, Tool], tool_call: ToolCall) -> tuple[ToolCallRecord, str]:
     name = tool_call.get("name") or ""
     arguments = tool_call.get("args") or {}
     started = time.monotonic()
@@ -149,38 +298,60 @@ def _run_tool(alias: str, tools: dict[str, Tool], tool_call: dict) -> tuple[Tool
 
 
 def run_agent(
-    *, alias: str, agents: list[str], history: list[ChatLine], prompt: str, tools: list[Tool]
+    *,
+    alias: str,
+    agents: list[str],
+    history: list[ChatLine],
+    prompt: str,
+    tools: list[Tool],
+    progress: AgentProgress | None = None,
+    cancel: threading.Event | None = None,
+    on_text: Callable[[str], None] | None = None,
 ) -> AgentAnswer:
-    """Invoke the agent, run the tools it asks for, feed the results back; bounded steps."""
+    """Invoke the agent, run the tools it asks for, feed the results back; bounded steps.
+
+    Each step is one streamed model call; `on_text` receives the answer's text as
+    it arrives. A provider failure raises `ProviderFailed`, a tool crash
+    `ToolFailed`, a set `cancel` `TurnCancelled`; in every case `progress` holds
+    what ran so far.
+    """
+    progress = progress or AgentProgress(alias)
+    cancel = cancel or threading.Event()
     model = resolve(alias)
     runnable = model.chat_model.bind_tools([tool.spec() for tool in tools]) if tools else model.chat_model
     by_name = {tool.name: tool for tool in tools}
-    messages = [
+    messages: list[BaseMessage] = [
         SystemMessage(prompts.agent_system(alias, agents)),
         *_history_messages(history),
         HumanMessage(prompt),
     ]
-    llm_calls: list[LLMCall] = []
-    tool_calls: list[ToolCallRecord] = []
+    steps = 0
     reply = None
     for _step in range(max(1, settings.CHAT_MAX_AGENT_STEPS)):
-        reply, call = invoke(model, runnable, messages, purpose="agent")
-        llm_calls.append(call)
+        reply, _call = stream_call(
+            model, runnable, messages, purpose="agent", progress=progress, cancel=cancel, on_text=on_text
+        )
+        steps += 1
         messages.append(reply)
         if not reply.tool_calls:
             break
         for index, tool_call in enumerate(reply.tool_calls):
+            if cancel.is_set():
+                raise TurnCancelled()
             record, content = _run_tool(alias, by_name, tool_call)
-            tool_calls.append(record)
+            progress.tool_finished(record)
             messages.append(
                 ToolMessage(
                     content=content,
-                    tool_call_id=tool_call.get("id") or f"call_{len(llm_calls)}_{index}",
+                    tool_call_id=tool_call.get("id") or f"call_{steps}_{index}",
                     name=record.tool_name,
                     status="error" if record.status == "error" else "success",
                 )
             )
+    answer = progress.seal()
     content = reply.text.strip() if reply is not None else ""
     if not content:
-        content = f"({alias} stopped after {len(llm_calls)} model calls without a final answer.)"
-    return AgentAnswer(model_alias=alias, content=content, llm_calls=llm_calls, tool_calls=tool_calls)
+        content = f"({alias} stopped after {steps} model calls without a final answer.)"
+    return AgentAnswer(
+        model_alias=alias, content=content, llm_calls=answer.llm_calls, tool_calls=answer.tool_calls
+    )

@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from chat.llm.prompts import ATTACHMENTS_HEADER, ROUTING_MARKER
@@ -75,6 +82,35 @@ class OfflineChatModel(BaseChatModel):
             "total_tokens": input_tokens + output_tokens,
         }
         return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: Any = None,
+        *,
+        tools: list[dict] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        """The same reply, word by word, with the usage on the last chunk (as providers stream it)."""
+        reply = self._generate(messages, stop, run_manager, tools=tools, **kwargs).generations[0].message
+        assert isinstance(reply, AIMessage)
+        words = re.findall(r"\S+\s*", str(reply.content)) or [""]
+        for index, word in enumerate(words):
+            last = index == len(words) - 1
+            chunk = AIMessageChunk(
+                content=word,
+                tool_call_chunks=(
+                    [
+                        {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": n}
+                        for n, c in enumerate(reply.tool_calls)
+                    ]
+                    if last
+                    else []
+                ),
+                usage_metadata=reply.usage_metadata if last else None,
+            )
+            yield ChatGenerationChunk(message=chunk)
 
     def _reply(self, messages: list[BaseMessage], tools: list[dict]) -> AIMessage:
         system = next((m.text for m in messages if isinstance(m, SystemMessage)), "")

@@ -17,6 +17,8 @@ from langchain_core.language_models import BaseChatModel
 from chat.llm.offline import OfflineChatModel
 
 DEFAULT_ALIAS = "default"
+# Providers whose LangChain class must be told to report usage in a stream (others always do).
+STREAM_USAGE_PROVIDERS = {"openai", "deepseek"}
 OFFLINE = "offline"
 # Which setting holds each provider's key.
 PROVIDER_KEY_SETTINGS = {
@@ -65,4 +67,7 @@ def _provider_model(
     options: dict = {"api_key": api_key, "timeout": timeout, "max_retries": max_retries}
     if base_url:
         options["base_url"] = base_url
+    if provider in STREAM_USAGE_PROVIDERS:
+        # Ask for the usage block at the end of a stream (OpenAI `stream_options.include_usage`).
+        options["stream_usage"] = True
     return init_chat_model(model, model_provider=provider, **options)

@@ -8,18 +8,22 @@
 The names below are chat's public write API; views and commands import them from here.
 """
 
+from chat.services.cancellation import turn_cancel
 from chat.services.idempotency import idempotency_keys_purge
 from chat.services.rooms import agent_aliases, room_create
-from chat.services.turns import TurnOutcome, turn_fingerprint, turn_post
+from chat.services.turns import TurnOutcome, TurnStream, turn_fingerprint, turn_post, turn_stream
 from chat.services.uploads import afile_upload, file_upload
 
 __all__ = [
     "TurnOutcome",
+    "TurnStream",
     "afile_upload",
     "agent_aliases",
     "file_upload",
     "idempotency_keys_purge",
     "room_create",
+    "turn_cancel",
     "turn_fingerprint",
     "turn_post",
+    "turn_stream",
 ]

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from chat.errors import IdempotencyInProgress, IdempotencyMismatch
 from chat.models import TurnIdempotencyKey
+from pantheon.db import release_connection
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,19 @@ class Reservation:
     locked_until: datetime
 
 
+@dataclass(frozen=True)
+class StoredResponse:
+    response: dict[str, Any]
+    status: int
+
+
 class ReservationLost(Exception):
     """Our stale reservation was taken over by another request; it runs the turn."""
 
 
-def key_reserve(*, user_id: int, key: str, fingerprint: str) -> tuple[Reservation | None, dict | None]:
+def key_reserve(
+    *, user_id: int, key: str, fingerprint: str
+) -> tuple[Reservation | None, StoredResponse | None]:
     """Reserve `key` for this request (committed at once) or return the stored response.
 
     After IDEMPOTENCY_WAIT_SECONDS of waiting on a pending key it answers 409 "in progress".
@@ -60,7 +69,7 @@ def key_reserve(*, user_id: int, key: str, fingerprint: str) -> tuple[Reservatio
             if row.request_fingerprint != fingerprint:
                 raise IdempotencyMismatch("This Idempotency-Key was already used with a different request.")
             if row.status == TurnIdempotencyKey.Status.DONE:
-                return None, row.response
+                return None, StoredResponse(row.response or {}, row.response_status)
             # A pending key whose lease ran out: its worker died. Take it over, atomically, once.
             if row.locked_until <= now and _take_over(row, lease):
                 return Reservation(row.pk, lease), None
@@ -68,6 +77,7 @@ def key_reserve(*, user_id: int, key: str, fingerprint: str) -> tuple[Reservatio
             raise IdempotencyInProgress(
                 "A request with this Idempotency-Key is still running; retry shortly."
             )
+        release_connection()  # not while we wait
         time.sleep(delay)
         delay = min(delay * 2, 0.25)
 
@@ -79,7 +89,7 @@ def _take_over(row: TurnIdempotencyKey, lease: datetime) -> bool:
     return taken == 1
 
 
-def key_complete(reservation: Reservation, *, turn_id: int, response: dict[str, Any]) -> None:
+def key_complete(reservation: Reservation, *, turn_id: int, response: dict[str, Any], status: int) -> None:
     """Store the turn's response on its key; runs inside the turn's transaction.
 
     Raises ReservationLost (rolling the turn back) if another request took the key over.
@@ -88,7 +98,9 @@ def key_complete(reservation: Reservation, *, turn_id: int, response: dict[str, 
         pk=reservation.key_id,
         status=TurnIdempotencyKey.Status.PENDING,
         locked_until=reservation.locked_until,
-    ).update(status=TurnIdempotencyKey.Status.DONE, turn_id=turn_id, response=response)
+    ).update(
+        status=TurnIdempotencyKey.Status.DONE, turn_id=turn_id, response=response, response_status=status
+    )
     if not claimed:
         raise ReservationLost()
 

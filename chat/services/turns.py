@@ -1,13 +1,20 @@
-"""The metered turn: validate, route, run the agents and their tools, then commit and charge once.
+"""The metered turn: validate, route, run the agents side by side, then commit and charge once.
 
-A turn is all-or-nothing. It reads its room and history in one statement
-(`chat.selectors.turn_context`); routing, agents and tools run next, outside
-any transaction and without any lock; then one `transaction.atomic()` writes
-the turn, its messages and tool events, and hands billing the model calls:
-`billing.services.usage_record` writes the usage rows and one debit per
-metered call, the wallet row last, so it is locked only until the commit a
-few statements later. The same code runs on PostgreSQL and SQLite. Any
-failure before or during that commit leaves nothing behind and charges nothing.
+A turn reads its room and history in one statement
+(`chat.selectors.turn_context`) and gives its database connection back;
+routing, the agents (each in its own thread) and their tools run next, outside
+any transaction and holding no connection; then one `transaction.atomic()`
+writes the turn, its messages and tool events, and hands billing the model
+calls: `billing.services.usage_record` writes the usage rows and one debit per
+metered call, the wallet row last, so it is locked only until the commit a few
+statements later. The same code runs on PostgreSQL and SQLite.
+
+Every model call that ran is billed exactly once, whatever happens:
+a turn ends `completed`, `cancelled` (Stop, or the client went away) or
+`failed` (a provider error or a tool crash), and in each case the calls that
+ran are committed with their debits in the turn's transaction; a call cut
+short is counted with the model's tokenizer and marked `estimated`. Only a
+failure before any model call ran writes and charges nothing.
 """
 
 from __future__ import annotations
@@ -16,25 +23,37 @@ import dataclasses
 import hashlib
 import json
 import logging
+import queue
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 
 from accounts.models import User
 from billing.services import CallRecord, usage_gate, usage_price, usage_record
 from chat import llm, payloads, selectors
-from chat.errors import NotFound
+from chat.errors import ChatError, NotFound
 from chat.llm import AgentAnswer, Routing
+from chat.llm.agent import AgentProgress, TurnCancelled
 from chat.models import Message, ToolCallEvent, Turn, UploadedFile
+from chat.services import cancellation
 from chat.services.idempotency import Reservation, ReservationLost, key_complete, key_release, key_reserve
 from chat.tools import tools_for_turn
 from chat.values import TurnContext
+from pantheon.db import release_connection
+from pantheon.errors import AppError
+from pantheon.text import storable
 
 logger = logging.getLogger(__name__)
+
+# (event name, data): `routing`, `delta`, `agent_done`, then `turn` or `error`.
+Event = tuple[str, dict[str, Any]]
+Emit = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -42,18 +61,55 @@ class TurnRequest:
     context: TurnContext
     content: str
     model_alias: str | None
+    # Agents asked explicitly (`agents` in the body); empty when routing decides.
+    agents: list[str]
     files: list[UploadedFile]
     fingerprint: str
+
+    @property
+    def named_agents(self) -> list[str]:
+        """Who answers without a routing call: the explicit agents, the alias, or a one-agent room."""
+        if self.agents:
+            return self.agents
+        if self.model_alias:
+            return [self.model_alias]
+        return list(self.context.agents) if len(self.context.agents) == 1 else []
 
 
 @dataclass(frozen=True)
 class TurnOutcome:
     payload: dict[str, Any]
     replayed: bool
+    # 201 for a recorded turn; a failed turn is recorded and answered with its error's status.
+    http_status: int = 201
+
+
+@dataclass
+class _Ran:
+    """What the models did: routing, each agent's answer, and how the turn ended."""
+
+    routing: Routing | None = None
+    answers: list[AgentAnswer] = field(default_factory=list)
+    cancelled: bool = False
+    error: ChatError | None = None
+
+    @property
+    def calls(self) -> list[CallRecord]:
+        routing = [self.routing.llm_call] if self.routing else []
+        return routing + [call for answer in self.answers for call in answer.llm_calls]
+
+    @property
+    def status(self) -> str:
+        if self.cancelled:
+            return Turn.Status.CANCELLED
+        return Turn.Status.FAILED if self.error is not None else Turn.Status.COMPLETED
+
+
+# --- Validation ----------------------------------------------------------------------
 
 
 def _validate_turn(
-    *, user: User, room_id: int, content: object, model_alias: object, file_ids: object
+    *, user: User, room_id: int, content: object, model_alias: object, agents: object, file_ids: object
 ) -> TurnRequest:
     context = _turn_context(user=user, room_id=room_id)
     if context is None:
@@ -73,6 +129,15 @@ def _validate_turn(
         errors["model_alias"] = [f"Unknown model alias {model_alias!r}."]
     elif alias is not None and alias not in context.agents:
         errors["model_alias"] = [f"{alias} is not an agent of this room ({', '.join(context.agents)})."]
+    chosen = _agent_list(agents)
+    if chosen is None:
+        errors["agents"] = ['Send a list of this room\'s agents, e.g. ["gpt-4o"].']
+    elif outside := [a for a in chosen if a not in context.agents]:
+        errors["agents"] = [
+            f"Not agents of this room: {', '.join(outside)}. The room's agents: {', '.join(context.agents)}."
+        ]
+    elif chosen and alias is not None:
+        errors["agents"] = ["Send either `model_alias` or `agents`, not both."]
     ids = _file_ids(file_ids)
     files: list[UploadedFile] = []
     if ids is None:
@@ -85,10 +150,23 @@ def _validate_turn(
         if missing:
             errors["files"] = [f"File(s) not found: {', '.join(missing)}."]
         files = [found[file_id] for file_id in ids if file_id in found]
-    if errors or ids is None:
+    if errors or ids is None or chosen is None:
         raise ValidationError(errors)
-    fingerprint = turn_fingerprint(room_id=room_id, content=text, model_alias=alias, file_ids=ids)
-    return TurnRequest(context=context, content=text, model_alias=alias, files=files, fingerprint=fingerprint)
+    fingerprint = turn_fingerprint(
+        room_id=room_id, content=text, model_alias=alias, agents=chosen, file_ids=ids
+    )
+    return TurnRequest(
+        context=context, content=text, model_alias=alias, agents=chosen, files=files, fingerprint=fingerprint
+    )
+
+
+def _agent_list(value: object) -> list[str] | None:
+    """The distinct aliases sent, in order; None when the value is not a list of strings."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(alias, str) and alias for alias in value):
+        return None
+    return list(dict.fromkeys(value))
 
 
 def _file_ids(value: object) -> list[int] | None:
@@ -106,52 +184,172 @@ def _turn_context(*, user: User, room_id: int) -> TurnContext | None:
     return selectors.turn_context(user_id=user.pk, room_id=room_id, turns=settings.CHAT_HISTORY_TURNS)
 
 
-def turn_fingerprint(*, room_id: int, content: str, model_alias: str | None, file_ids: list[int]) -> str:
+def turn_fingerprint(
+    *,
+    room_id: int,
+    content: str,
+    model_alias: str | None,
+    file_ids: list[int],
+    agents: list[str] | None = None,
+) -> str:
     """sha256 of the room id and the canonical JSON of the (normalized) request body."""
-    body = {"content": content, "model_alias": model_alias or None, "files": list(file_ids)}
+    body: dict[str, Any] = {"content": content, "model_alias": model_alias or None, "files": list(file_ids)}
+    if agents:
+        body["agents"] = list(agents)
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(f"{room_id}:{canonical}".encode()).hexdigest()
 
 
-def _run_models(*, user: User, request: TurnRequest, prompt: str) -> tuple[Routing | None, list[AgentAnswer]]:
-    """Routing, agents and tools: network I/O only, no transaction, no lock."""
-    room_agents = list(request.context.agents)
-    routing = None
-    if request.model_alias:
-        agents = [request.model_alias]
-    elif len(room_agents) == 1:
-        agents = room_agents
-    else:
-        routing = llm.route_turn(content=request.content, agents=room_agents)
-        agents = routing.agents
-    tools = tools_for_turn(user_id=user.pk)
-    history = request.context.history
-    answers = [
-        llm.run_agent(alias=alias, agents=room_agents, history=history, prompt=prompt, tools=tools)
-        for alias in agents
-    ]
-    return routing, answers
+# --- Running the models ----------------------------------------------------------------
+
+
+class _TurnRun:
+    """Routing, then every answering agent in its own thread; no database, no lock.
+
+    Stops early, keeping what ran, when `cancel` is set (this process's Stop) or
+    when the key's cancel flag is seen (a Stop that reached another process).
+    """
+
+    def __init__(
+        self,
+        *,
+        user: User,
+        request: TurnRequest,
+        prompt: str,
+        cancel: threading.Event,
+        reservation: Reservation | None,
+        emit: Emit,
+    ) -> None:
+        self.user = user
+        self.request = request
+        self.prompt = prompt
+        self.cancel = cancel
+        self.reservation = reservation
+        self.emit = emit
+
+    def run(self) -> _Ran:
+        ran = _Ran()
+        if self.reservation is not None and cancellation.cancel_requested(self.reservation.key_id):
+            self.cancel.set()  # Stop arrived before the models started
+        agents = self.request.named_agents
+        if not agents:
+            progress = AgentProgress(settings.CHAT_MANAGER_ALIAS)
+            try:
+                ran.routing = llm.route_turn(
+                    content=self.request.content,
+                    agents=list(self.request.context.agents),
+                    progress=progress,
+                    cancel=self.cancel,
+                )
+            except (ChatError, TurnCancelled) as exc:
+                sealed = progress.seal()
+                if sealed.llm_calls:
+                    ran.routing = Routing(agents=[], llm_call=sealed.llm_calls[0])
+                ran.cancelled = isinstance(exc, TurnCancelled)
+                ran.error = exc if isinstance(exc, ChatError) else None
+                return ran
+            agents = ran.routing.agents
+        self.emit("routing", {"agents": agents})
+        ran.answers, ran.error = self._run_agents(agents)
+        ran.cancelled = self.cancel.is_set()
+        return ran
+
+    def _run_agents(self, agents: list[str]) -> tuple[list[AgentAnswer], ChatError | None]:
+        tools = tools_for_turn(user_id=self.user.pk)
+        progress = {alias: AgentProgress(alias) for alias in agents}
+        finished: dict[str, AgentAnswer] = {}
+        errors: dict[str, ChatError] = {}
+        done = {alias: threading.Event() for alias in agents}
+
+        # Inside a caller's transaction other threads cannot see its rows: the agents run here,
+        # one after another. Otherwise each agent runs in its own thread.
+        in_caller = connection.in_atomic_block
+        caller = threading.current_thread()
+
+        def work(alias: str) -> None:
+            try:
+                answer = llm.run_agent(
+                    alias=alias,
+                    agents=list(self.request.context.agents),
+                    history=self.request.context.history,
+                    prompt=self.prompt,
+                    tools=tools,
+                    progress=progress[alias],
+                    cancel=self.cancel,
+                    on_text=lambda text: self.emit("delta", {"model_alias": alias, "text": text}),
+                )
+                finished[alias] = answer
+                self._agent_done(answer)
+            except TurnCancelled:
+                pass
+            except ChatError as exc:
+                errors[alias] = exc
+            finally:
+                done[alias].set()
+                if threading.current_thread() is not caller:
+                    connection.close()  # a tool may have read the database on this thread
+
+        for alias in agents:
+            if in_caller:
+                work(alias)
+            else:
+                threading.Thread(
+                    target=work, args=(alias,), daemon=True, name=f"pantheon-agent-{alias}"
+                ).start()
+        self._wait(done)
+        answers = [finished.get(alias) or progress[alias].seal() for alias in agents]
+        first_error = next((errors[alias] for alias in agents if alias in errors), None)
+        return answers, first_error
+
+    def _wait(self, done: dict[str, threading.Event]) -> None:
+        """Until every agent is done, or the turn is stopped (then briefly, for their last chunk)."""
+        poll_every = settings.TURN_CANCEL_POLL_SECONDS
+        next_poll = time.monotonic() + poll_every
+        while not all(event.is_set() for event in done.values()):
+            if self.cancel.wait(0.05):
+                grace = time.monotonic() + settings.TURN_CANCEL_GRACE_SECONDS
+                for event in done.values():
+                    event.wait(max(0.0, grace - time.monotonic()))
+                return
+            if self.reservation is not None and time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + poll_every
+                if cancellation.cancel_requested(self.reservation.key_id):
+                    self.cancel.set()
+
+    def _agent_done(self, answer: AgentAnswer) -> None:
+        priced = usage_price(calls=answer.llm_calls)
+        self.emit(
+            "agent_done",
+            {
+                "model_alias": answer.model_alias,
+                "input_tokens": sum(call.input_tokens for call in answer.llm_calls),
+                "output_tokens": sum(call.output_tokens for call in answer.llm_calls),
+                "multiplier": payloads.decimal_str(priced.events[-1].multiplier) if priced.events else None,
+                "credits_burned": payloads.decimal_str(priced.credits_burned),
+            },
+        )
+
+
+# --- Committing ------------------------------------------------------------------------
 
 
 def _commit_turn(
-    *,
-    user: User,
-    request: TurnRequest,
-    routing: Routing | None,
-    answers: list[AgentAnswer],
-    reservation: Reservation | None,
-) -> dict[str, Any]:
-    """Write the turn and everything it caused in one transaction, debits last; return the payload."""
+    *, user: User, request: TurnRequest, ran: _Ran, reservation: Reservation | None
+) -> TurnOutcome:
+    """Write the turn and everything it caused in one transaction, debits last."""
     room_id = request.context.room_id
-    calls: list[CallRecord] = ([routing.llm_call] if routing else []) + [
-        call for answer in answers for call in answer.llm_calls
-    ]
     # Priced now, at commit: the multiplier in force when the turn is charged.
-    priced = usage_price(calls=calls)
+    priced = usage_price(calls=ran.calls)
     file_ids = [f.pk for f in request.files]
+    status = ran.status
+    error = ran.error if status == Turn.Status.FAILED else None
     with transaction.atomic():
         turn = Turn.objects.create(
-            room_id=room_id, user_id=user.pk, content=request.content, credits_burned=priced.credits_burned
+            room_id=room_id,
+            user_id=user.pk,
+            content=request.content,
+            credits_burned=priced.credits_burned,
+            status=status,
         )
         if file_ids:
             Turn.files.through.objects.bulk_create(
@@ -165,9 +363,9 @@ def _commit_turn(
                     position=position,
                     role=Message.Role.ASSISTANT,
                     model_alias=answer.model_alias,
-                    content=answer.content,
+                    content=storable(answer.content) or _silent_answer(answer.model_alias, status),
                 )
-                for position, answer in enumerate(answers, start=1)
+                for position, answer in enumerate(ran.answers, start=1)
             ]
         )
         tool_events = [
@@ -177,12 +375,12 @@ def _commit_turn(
                 turn=turn,
                 model_alias=record.model_alias,
                 tool_name=record.tool_name,
-                arguments=record.arguments,
+                arguments=json.loads(storable(json.dumps(record.arguments))),
                 status=record.status,
-                error=record.error[:2000],
+                error=storable(record.error[:2000]),
                 latency_ms=record.latency_ms,
             )
-            for answer in answers
+            for answer in ran.answers
             for record in answer.tool_calls
         ]
         if tool_events:
@@ -197,26 +395,70 @@ def _commit_turn(
             file_ids=file_ids,
             balance=usage.balance,
         )
+        outcome = TurnOutcome(payload, replayed=False)
+        if error is not None:
+            payload["error"] = {"code": error.code, "message": error.detail}
+            outcome = TurnOutcome(
+                {**error.as_dict(), "turn": payload}, replayed=False, http_status=error.status_code
+            )
         if reservation is not None:
             # Stored with the turn, so a replay answers exactly this.
-            key_complete(reservation, turn_id=turn.pk, response=payload)
-    return payload
+            key_complete(reservation, turn_id=turn.pk, response=outcome.payload, status=outcome.http_status)
+    return outcome
 
 
-def _run_turn(*, user: User, request: TurnRequest, reservation: Reservation | None) -> dict[str, Any]:
+def _silent_answer(alias: str, status: str) -> str:
+    if status == Turn.Status.CANCELLED:
+        return f"({alias} was stopped before answering.)"
+    return f"({alias} did not answer.)"
+
+
+# --- Orchestration ---------------------------------------------------------------------
+
+
+def _prompt(request: TurnRequest) -> str:
     attachments = [
         llm.attachment_line(file_id=f.pk, name=f.name, content_type=f.content_type, size=f.size)
         for f in request.files
     ]
-    prompt = llm.user_prompt(request.content, attachments)
+    return llm.user_prompt(request.content, attachments)
+
+
+def _run_turn(
+    *,
+    user: User,
+    request: TurnRequest,
+    reservation: Reservation | None,
+    cancel: threading.Event,
+    emit: Emit,
+) -> TurnOutcome:
+    prompt = _prompt(request)
     history = request.context.history
     usage_gate(
         user_id=user.pk,
-        model_aliases=[request.model_alias] if request.model_alias else request.context.agents,
+        model_aliases=request.named_agents or request.context.agents,
         input_tokens=llm.count_tokens(prompt) + sum(llm.count_tokens(line.content) for line in history),
     )
-    routing, answers = _run_models(user=user, request=request, prompt=prompt)
-    return _commit_turn(user=user, request=request, routing=routing, answers=answers, reservation=reservation)
+    # Nothing below needs the database until the commit: the connection goes back to the pool.
+    release_connection()
+    ran = _TurnRun(
+        user=user, request=request, prompt=prompt, cancel=cancel, reservation=reservation, emit=emit
+    ).run()
+    if ran.error is not None and not ran.calls and not ran.cancelled:
+        raise ran.error  # no model call ran: nothing to record, nothing to charge
+    if ran.error is not None:
+        logger.warning(
+            "turn failed after model calls ran user=%s room=%s error=%s calls=%d",
+            user.pk,
+            request.context.room_id,
+            ran.error.code,
+            len(ran.calls),
+        )
+    return _commit_turn(user=user, request=request, ran=ran, reservation=reservation)
+
+
+def _ignore(event: str, data: dict[str, Any]) -> None:
+    """The non-streaming turn has nobody to tell."""
 
 
 def turn_post(
@@ -225,6 +467,7 @@ def turn_post(
     room_id: int,
     content: object,
     model_alias: object = None,
+    agents: object = None,
     file_ids: object = None,
     idempotency_key: str | None = None,
 ) -> TurnOutcome:
@@ -236,15 +479,27 @@ def turn_post(
     With an `idempotency_key` (scoped to the user) a replay of the same body
     returns the first response and charges nothing; a different body is 409.
     """
+
+    def run() -> TurnOutcome:
+        request = _validate_turn(
+            user=user,
+            room_id=room_id,
+            content=content,
+            model_alias=model_alias,
+            agents=agents,
+            file_ids=file_ids,
+        )
+        return _execute(
+            user=user, request=request, key=idempotency_key, emit=_ignore, cancel=threading.Event()
+        )
+
+    return _logged(user, room_id, run)
+
+
+def _logged(user: User, room_id: int, run: Callable[[], TurnOutcome]) -> TurnOutcome:
     started = time.monotonic()
     try:
-        request = _validate_turn(
-            user=user, room_id=room_id, content=content, model_alias=model_alias, file_ids=file_ids
-        )
-        if idempotency_key is None:
-            outcome = TurnOutcome(_run_turn(user=user, request=request, reservation=None), replayed=False)
-        else:
-            outcome = _run_idempotent(user=user, request=request, key=idempotency_key)
+        outcome = run()
     except Exception as exc:
         logger.info(
             "turn failed user=%s room=%s error=%s latency_ms=%d",
@@ -254,14 +509,15 @@ def turn_post(
             (time.monotonic() - started) * 1000,
         )
         raise
-    payload = outcome.payload
+    payload = outcome.payload.get("turn", outcome.payload)
     logger.info(
-        "turn %s user=%s room=%s turn=%s agents=%s llm_calls=%d tool_calls=%d credits=%s balance=%s "
-        "latency_ms=%d",
+        "turn %s user=%s room=%s turn=%s status=%s agents=%s llm_calls=%d tool_calls=%d credits=%s "
+        "balance=%s latency_ms=%d",
         "replayed" if outcome.replayed else "committed",
         user.pk,
         payload["room"],
         payload["id"],
+        payload["status"],
         ",".join(m["model_alias"] for m in payload["messages"] if m["role"] == "assistant"),
         len(payload["usage"]),
         len(payload["tool_calls"]),
@@ -272,21 +528,120 @@ def turn_post(
     return outcome
 
 
-def _run_idempotent(*, user: User, request: TurnRequest, key: str) -> TurnOutcome:
+def _execute(
+    *, user: User, request: TurnRequest, key: str | None, emit: Emit, cancel: threading.Event
+) -> TurnOutcome:
+    if key is None:
+        return _run_turn(user=user, request=request, reservation=None, cancel=cancel, emit=emit)
     while True:
         reservation, stored = key_reserve(user_id=user.pk, key=key, fingerprint=request.fingerprint)
         if stored is not None:
-            return TurnOutcome(stored, replayed=True)
+            return TurnOutcome(stored.response, replayed=True, http_status=stored.status)
         assert reservation is not None
+        cancellation.register(reservation.key_id, cancel)
         try:
             # Read again: the history read before the reservation may be stale by now.
             context = _turn_context(user=user, room_id=request.context.room_id)
             if context is None:
                 raise NotFound("Room not found.")
             current = dataclasses.replace(request, context=context)
-            return TurnOutcome(_run_turn(user=user, request=current, reservation=reservation), replayed=False)
+            return _run_turn(user=user, request=current, reservation=reservation, cancel=cancel, emit=emit)
         except ReservationLost:
             continue  # another request owns the key now; wait for its response
         except BaseException:
             key_release(reservation)
             raise
+        finally:
+            cancellation.unregister(reservation.key_id)
+
+
+# --- Streaming -------------------------------------------------------------------------
+
+_DONE: Event = ("", {})
+
+
+class TurnStream:
+    """A turn running on its own thread, its events read as they happen.
+
+    The turn keeps running (and commits, charging what ran) if the reader goes
+    away; `stop()` asks it to stop its model calls at once, as Stop does.
+    """
+
+    def __init__(self, *, user: User, request: TurnRequest, key: str | None) -> None:
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._cancel = threading.Event()
+        self._user = user
+        self._request = request
+        self._key = key
+        self._thread = threading.Thread(target=self._run, daemon=True, name="pantheon-turn")
+
+    def start(self) -> TurnStream:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._cancel.set()
+
+    def events(self, *, heartbeat_seconds: float) -> Iterator[Event | None]:
+        """Each event as it happens; None when `heartbeat_seconds` pass without one."""
+        while True:
+            try:
+                event = self._events.get(timeout=heartbeat_seconds)
+            except queue.Empty:
+                yield None
+                continue
+            if event is _DONE:
+                return
+            yield event
+
+    def _emit(self, event: str, data: dict[str, Any]) -> None:
+        self._events.put((event, data))
+
+    def _run(self) -> None:
+        try:
+            outcome = _logged(self._user, self._request.context.room_id, self._execute)
+            turn = outcome.payload.get("turn", outcome.payload)
+            self._emit("turn", turn)
+        except AppError as exc:
+            self._emit("error", {"code": exc.code, "message": exc.detail})
+        except ValidationError as exc:
+            self._emit("error", {"code": "invalid", "message": " ".join(exc.messages)})
+        except Exception:
+            logger.exception("streamed turn crashed user=%s", self._user.pk)
+            self._emit("error", {"code": "server_error", "message": "The turn could not be completed."})
+        finally:
+            self._events.put(_DONE)
+            connection.close()  # this thread's connection goes back to the pool
+
+    def _execute(self) -> TurnOutcome:
+        return _execute(
+            user=self._user, request=self._request, key=self._key, emit=self._emit, cancel=self._cancel
+        )
+
+
+def turn_stream(
+    *,
+    user: User,
+    room_id: int,
+    content: object,
+    model_alias: object = None,
+    agents: object = None,
+    file_ids: object = None,
+    idempotency_key: str | None = None,
+) -> TurnStream:
+    """Validate a turn (errors raise here, before any event) and start it streaming."""
+    try:
+        request = _validate_turn(
+            user=user,
+            room_id=room_id,
+            content=content,
+            model_alias=model_alias,
+            agents=agents,
+            file_ids=file_ids,
+        )
+    except Exception as exc:
+        logger.info("turn failed user=%s room=%s error=%s latency_ms=0", user.pk, room_id, type(exc).__name__)
+        raise
+    stream = TurnStream(user=user, request=request, key=idempotency_key)
+    release_connection()  # the request thread only relays events from here on
+    return stream.start()

@@ -27,6 +27,7 @@ TURN_KEYS = {
     "tool_calls",
     "files",
     "created_at",
+    "status",
 }
 USAGE_KEYS = {
     "model_alias",
@@ -38,6 +39,7 @@ USAGE_KEYS = {
     "pricing_version",
     "credits_burned",
     "metered",
+    "usage_source",
 }
 
 

@@ -14,7 +14,7 @@ from chat.errors import ProviderFailed, ToolFailed
 from chat.llm import attachment_line, count_tokens, resolve, route_turn, run_agent, user_prompt
 from chat.llm.agent import parse_routing
 from chat.llm.offline import OfflineChatModel
-from chat.llm.tokens import tokenize
+from chat.llm.tokens import text_tokens, tokenize
 from chat.tools.base import Tool, ToolError
 from tests.chat.conftest import FAKE_OPENAI_KEY
 
@@ -168,15 +168,23 @@ def test_agent_loop_is_bounded(openai_server, settings):
     assert "stopped after 3 model calls" in answer.content
 
 
-def test_provider_failure_and_missing_usage_are_provider_errors(openai_server):
+def test_a_provider_failure_is_a_provider_error(openai_server):
     openai_server(fail_models={"gpt-4o"})
     with pytest.raises(ProviderFailed) as failed:
         run_agent(alias="gpt-4o", agents=["gpt-4o"], history=[], prompt="hi", tools=[])
     assert failed.value.status_code == 502
 
-    openai_server(omit_usage=True)
-    with pytest.raises(ProviderFailed, match="no token usage"):
-        run_agent(alias="gpt-4o", agents=["gpt-4o"], history=[], prompt="hi", tools=[])
+
+def test_a_stream_without_usage_is_counted_with_the_tokenizer_and_marked_estimated(openai_server):
+    server = openai_server(omit_usage=True, reply="Four words of answer")
+    answer = run_agent(alias="gpt-4o", agents=["gpt-4o"], history=[], prompt="hi", tools=[])
+
+    [call] = answer.llm_calls
+    assert call.usage_source == "estimated"
+    assert call.output_tokens == text_tokens("gpt-4o", "Four words of answer")
+    assert call.input_tokens > 0
+    # The stream was asked for its usage block; the server simply did not send it.
+    assert server.completions()[-1]["stream"] is True
 
 
 def test_only_chat_llm_imports_langchain():
