@@ -26,20 +26,12 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from chat.llm.prompts import ATTACHMENTS_HEADER, ROUTING_MARKER
-from chat.llm.tokens import count_tokens
+from chat.llm.tokens import count_tokens, offline_message_text, offline_prompt_text
 
 FILE_REF_RE = re.compile(r"\[file #(\d+)\]")
 MENTION_RE = re.compile(r"@([\w.-]+)")
 SEARCH_RE = re.compile(r"\b(search|look up|google|latest|news|current)\b", re.IGNORECASE)
 PARSE_RE = re.compile(r"\b(parse|table|rows|columns)\b", re.IGNORECASE)
-
-
-def _serialize(message: BaseMessage) -> str:
-    """The text of one message as the offline model reads it (what its input tokens count)."""
-    text = str(message.text)
-    if isinstance(message, AIMessage) and message.tool_calls:
-        text += " " + json.dumps([{"name": c["name"], "args": c["args"]} for c in message.tool_calls])
-    return f"{message.type}: {text}"
 
 
 def _tool_names(tools: list[dict]) -> set[str]:
@@ -71,11 +63,8 @@ class OfflineChatModel(BaseChatModel):
     ) -> ChatResult:
         tools = tools or []
         reply = self._reply(messages, tools)
-        read = "\n".join(_serialize(message) for message in messages)
-        if tools:
-            read += "\n" + json.dumps(tools, sort_keys=True)
-        input_tokens = count_tokens(read)
-        output_tokens = count_tokens(_serialize(reply).partition(": ")[2])
+        input_tokens = count_tokens(offline_prompt_text(messages, tools))
+        output_tokens = count_tokens(offline_message_text(reply).partition(": ")[2])
         reply.usage_metadata = {
             "input_tokens": input_tokens,
             "output_tokens": output_tokens,

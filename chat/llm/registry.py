@@ -42,10 +42,25 @@ def known_aliases() -> set[str]:
     return set(settings.CHAT_MODEL_ALIASES)
 
 
-def resolve(alias: str) -> ResolvedModel:
+def _configured(alias: str) -> tuple[str, str]:
+    """(provider, provider model) for an alias; an unknown alias is the default one."""
     table = settings.CHAT_MODEL_ALIASES
-    provider, model = table.get(alias) or table[DEFAULT_ALIAS]
-    api_key = getattr(settings, PROVIDER_KEY_SETTINGS.get(provider, ""), "")
+    return table.get(alias) or table[DEFAULT_ALIAS]
+
+
+def _api_key(provider: str) -> str:
+    return getattr(settings, PROVIDER_KEY_SETTINGS.get(provider, ""), "")
+
+
+def provider_for(alias: str) -> str:
+    """The provider that answers `alias` now ("offline" when its key is not set), without building a model."""
+    provider, _model = _configured(alias)
+    return provider if _api_key(provider) else OFFLINE
+
+
+def resolve(alias: str) -> ResolvedModel:
+    provider, model = _configured(alias)
+    api_key = _api_key(provider)
     if not api_key:
         return ResolvedModel(alias, OFFLINE, f"{OFFLINE}/{alias}", _offline_model(alias))
     base_url = settings.OPENAI_BASE_URL if provider == "openai" else ""
