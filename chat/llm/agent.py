@@ -12,7 +12,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +82,7 @@ class _OpenCall:
     model: ResolvedModel
     purpose: str
     messages: list[BaseMessage]
+    tools: list[dict]
     started: float
     text: list[str] = field(default_factory=list)
 
@@ -106,10 +107,12 @@ class AgentProgress:
         self._answer = ""
         self._sealed = False
 
-    def call_started(self, model: ResolvedModel, messages: list[BaseMessage], purpose: str) -> None:
+    def call_started(
+        self, model: ResolvedModel, messages: list[BaseMessage], purpose: str, tools: Sequence[dict]
+    ) -> None:
         with self._lock:
             if not self._sealed:
-                self._open = _OpenCall(model, purpose, list(messages), time.monotonic())
+                self._open = _OpenCall(model, purpose, list(messages), list(tools), time.monotonic())
 
     def text_received(self, text: str) -> None:
         with self._lock:
@@ -148,7 +151,9 @@ class AgentProgress:
                         model_alias=opened.model.alias,
                         provider_model=opened.model.provider_model,
                         purpose=opened.purpose,
-                        input_tokens=tokens.prompt_tokens(opened.model.alias, opened.messages),
+                        input_tokens=tokens.prompt_tokens(
+                            opened.model.alias, opened.messages, tools=opened.tools
+                        ),
                         output_tokens=tokens.text_tokens(opened.model.alias, received),
                         latency_ms=_elapsed_ms(opened.started),
                         usage_source="estimated",
@@ -169,6 +174,7 @@ def stream_call(
     progress: AgentProgress,
     cancel: threading.Event,
     on_text: Callable[[str], None] | None = None,
+    tools: Sequence[dict] = (),
 ) -> tuple[AIMessage, LLMCall]:
     """One streamed model call → (reply, LLMCall), recorded on `progress` as it goes.
 
@@ -180,7 +186,7 @@ def stream_call(
     """
     if cancel.is_set():
         raise TurnCancelled()
-    progress.call_started(model, messages, purpose)
+    progress.call_started(model, messages, purpose, tools)
     started = time.monotonic()
     merged: AIMessageChunk | None = None
     try:
@@ -218,7 +224,7 @@ def stream_call(
     if input_tokens is None or output_tokens is None:
         # The provider said nothing about usage: count it ourselves rather than not bill a call that ran.
         source = "estimated"
-        input_tokens = tokens.prompt_tokens(model.alias, messages)
+        input_tokens = tokens.prompt_tokens(model.alias, messages, tools=tools)
         output_tokens = tokens.message_tokens(model.alias, reply)
     call = LLMCall(
         model_alias=model.alias,
@@ -318,7 +324,8 @@ def run_agent(
     progress = progress or AgentProgress(alias)
     cancel = cancel or threading.Event()
     model = resolve(alias)
-    runnable = model.chat_model.bind_tools([tool.spec() for tool in tools]) if tools else model.chat_model
+    specs = [tool.spec() for tool in tools]
+    runnable = model.chat_model.bind_tools(specs) if specs else model.chat_model
     by_name = {tool.name: tool for tool in tools}
     messages: list[BaseMessage] = [
         SystemMessage(prompts.agent_system(alias, agents)),
@@ -329,7 +336,14 @@ def run_agent(
     reply = None
     for _step in range(max(1, settings.CHAT_MAX_AGENT_STEPS)):
         reply, _call = stream_call(
-            model, runnable, messages, purpose="agent", progress=progress, cancel=cancel, on_text=on_text
+            model,
+            runnable,
+            messages,
+            purpose="agent",
+            progress=progress,
+            cancel=cancel,
+            on_text=on_text,
+            tools=specs,
         )
         steps += 1
         messages.append(reply)

@@ -517,7 +517,7 @@ def _logged(user: User, room_id: int, run: Callable[[], TurnOutcome]) -> TurnOut
         user.pk,
         payload["room"],
         payload["id"],
-        payload["status"],
+        payload.get("status", Turn.Status.COMPLETED),
         ",".join(m["model_alias"] for m in payload["messages"] if m["role"] == "assistant"),
         len(payload["usage"]),
         len(payload["tool_calls"]),
