@@ -8,7 +8,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, TypedDict
 
-from django.db.models import Count, DecimalField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, DecimalField, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -149,8 +149,8 @@ def usage_queryset(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> QuerySet:
-    """The user's usage events; `since` inclusive, `until` exclusive."""
-    rows = UsageEvent.objects.filter(user_id=user.pk)
+    """The user's usage events; `since` inclusive, `until` exclusive; each with its turn's status."""
+    rows = UsageEvent.objects.filter(user_id=user.pk).annotate(turn_status=F("turn__status"))
     if model_alias:
         rows = rows.filter(model_alias=model_alias)
     if since is not None:

@@ -102,7 +102,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if env.bool("DATABASE_POOL", default=True):
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=1),
-            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),
+            "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=4),
             "timeout": env.int("DATABASE_POOL_TIMEOUT", default=10),
         }
 
@@ -190,6 +190,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several components have a `status` field with its own set of values; name each set.
+    "ENUM_NAME_OVERRIDES": {
+        "TurnStatusEnum": ["completed", "cancelled", "failed"],
+        "ToolCallStatusEnum": ["ok", "error"],
+        "TurnCancelStatusEnum": ["cancelling"],
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "pantheon.api.document_api_conventions",

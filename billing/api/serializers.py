@@ -32,6 +32,9 @@ class UsageRowSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     room = serializers.IntegerField(source="room_id")
     turn = serializers.IntegerField(source="turn_id")
+    turn_status = serializers.ChoiceField(
+        choices=["completed", "cancelled", "failed"], help_text="How the turn this call belongs to ended."
+    )
     model_alias = serializers.CharField()
     provider_model = serializers.CharField()
     purpose = serializers.ChoiceField(choices=["agent", "manager", "summary"])

@@ -23,6 +23,8 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import serializers as drf_serializers
 from rest_framework.exceptions import NotFound, ParseError, ValidationError
 from rest_framework.parsers import JSONParser
+# DRF's charset check refuses byte-to-byte codecs (bz2_codec); the stubs do not know it yet.
+from rest_framework.parsers import get_encoding  # type: ignore[attr-defined]
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -240,6 +242,7 @@ def _usage_csv_lines(user: User, filters: UsageFilters) -> Iterator[str]:
                 as_iso(row.created_at),
                 row.room_id,
                 row.turn_id,
+                row.turn_status,
                 row.model_alias,
                 row.provider_model,
                 row.purpose,
@@ -359,7 +362,7 @@ class DecimalJSONParser(JSONParser):
 
     def parse(self, stream, media_type=None, parser_context=None):
         # DRF's check: only a text codec (a bz2_codec "charset" would inflate the body unbounded).
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        encoding = get_encoding(parser_context or {})
         try:
             return json.load(
                 codecs.getreader(encoding)(stream), parse_float=Decimal, parse_constant=_reject_constant

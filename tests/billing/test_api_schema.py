@@ -46,8 +46,9 @@ def test_shapes_and_errors_are_described():
     assert set(usage["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     assert set(usage["responses"]) == {"200", "400", "401", "503"}  # 503: database unavailable
     assert list(components["UsageRow"]["properties"]) == [
-        "id", "created_at", "room", "turn", "model_alias", "provider_model", "purpose", "input_tokens",
-        "output_tokens", "multiplier", "pricing_version", "credits_burned", "metered", "latency_ms",
+        "id", "created_at", "room", "turn", "turn_status", "model_alias", "provider_model", "purpose", "input_tokens",
+        "output_tokens", "multiplier", "pricing_version", "credits_burned", "metered", "usage_source",
+        "latency_ms",
     ]  # fmt: skip
     assert components["UsageRow"]["properties"]["credits_burned"]["type"] == "string"
     assert set(components["Wallet"]["properties"]) == {

@@ -25,6 +25,7 @@ ROW_FIELDS = [
     "created_at",
     "room",
     "turn",
+    "turn_status",
     "model_alias",
     "provider_model",
     "purpose",
@@ -34,6 +35,7 @@ ROW_FIELDS = [
     "pricing_version",
     "credits_burned",
     "metered",
+    "usage_source",
     "latency_ms",
 ]
 

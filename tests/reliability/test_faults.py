@@ -134,6 +134,9 @@ def assert_retry_runs_once(customer: Customer, key: str, before: dict) -> dict:
 @transactional
 @pytest.mark.parametrize("moment", ["model_call", "commit"])
 def test_database_connection_dropping_mid_turn_fails_cleanly_and_the_retry_works(moment):
+    """While the model runs the turn holds no connection: cutting the worker's connections then
+    costs nothing (the commit takes a fresh, health-checked one). Cut inside the commit's
+    transaction, nothing is written or charged and the retry runs once."""
     with HeldOpenAI() as provider, gunicorn_server(workers=2, env=server_env(provider)) as server:
         customer = Customer(server)
         status, body = customer.post_turn("A first turn that works.")
@@ -153,6 +156,11 @@ def test_database_connection_dropping_mid_turn_fails_cleanly_and_the_retry_works
                 terminate(cut)
                 provider.release()
                 status, body = pending.result(timeout=30)
+                assert status == 201, body
+                assert body["status"] == "completed" and len(body["usage"]) == 1
+                assert snapshot()["ledger"] == before["ledger"] + 1
+                assert_books_balance()
+                return
             else:
                 with commit_gate(wallet_id=customer.user.wallet.pk) as gate:
                     pending = pool.submit(customer.post_turn, "Please answer now.", key=key)
