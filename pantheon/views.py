@@ -54,14 +54,14 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(body, status=status)
 
 
-def _wants_json(request: HttpRequest) -> bool:
+def wants_json(request: HttpRequest) -> bool:
     return request.path.startswith("/api/") or "application/json" in request.headers.get("Accept", "")
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None):
     from django.shortcuts import render
 
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({"error": "not_found", "detail": "Not found."}, status=404)
     return render(request, "errors/404.html", status=404)
 
@@ -69,6 +69,6 @@ def not_found(request: HttpRequest, exception: Exception | None = None):
 def server_error(request: HttpRequest):
     from django.shortcuts import render
 
-    if _wants_json(request):
+    if wants_json(request):
         return JsonResponse({"error": "server_error", "detail": "Internal server error."}, status=500)
     return render(request, "errors/500.html", status=500)

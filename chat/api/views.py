@@ -7,6 +7,7 @@ file is a 404, never a 403 that would confirm it exists.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core import signing
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -17,10 +18,11 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 
 from chat import payloads, selectors, services
 from chat.api import serializers as s
@@ -53,10 +55,54 @@ def page_of(item: type[serializers.Serializer], name: str) -> serializers.Serial
 
 
 class NewestFirst(CursorPagination):
+    """DRF's cursor pagination with signed cursors, bound to the user and the list.
+
+    DRF's own cursor is base64 of `o=…&r=…&p=…`: anyone can write one, and a
+    made-up position (`p=%00`, `p=abc`, a number past bigint) reached the
+    database as a 500. The cursor is now signed with SECRET_KEY like the billing
+    lists' (billing/api/pagination.py): one we did not issue, or issued to
+    someone else or for another list, is a 400 before any query runs.
+    """
+
     ordering = "-id"
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+    invalid_cursor = "Invalid cursor."
+
+    def _salt(self) -> str:
+        return f"chat.api.cursor.{self.request.resolver_match.url_name}"
+
+    def encode_cursor(self, cursor: Cursor) -> str:
+        payload = {
+            "u": self.request.user.pk,
+            "o": cursor.offset,
+            "r": int(cursor.reverse),
+            "p": cursor.position,
+        }
+        token = signing.dumps(payload, salt=self._salt())
+        return replace_query_param(self.base_url, self.cursor_query_param, token)
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        raw = request.query_params.get(self.cursor_query_param)
+        if not raw:
+            return None
+        invalid = ValidationError({self.cursor_query_param: [self.invalid_cursor]})
+        try:
+            payload = signing.loads(raw, salt=self._salt())
+        except signing.BadSignature as exc:
+            raise invalid from exc
+        if not isinstance(payload, dict) or payload.get("u") != request.user.pk:
+            raise invalid
+        offset, reverse, position = payload.get("o"), payload.get("r"), payload.get("p")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= self.offset_cutoff:
+            raise invalid
+        if reverse not in (0, 1) or isinstance(reverse, bool):
+            raise invalid
+        well_formed = isinstance(position, str) and position.isascii() and position.isdigit()
+        if position is not None and not well_formed:
+            raise invalid
+        return Cursor(offset=offset, reverse=bool(reverse), position=position)
 
 
 class ChatView(GenericAPIView):
