@@ -226,6 +226,10 @@ for _scope, _rate in THROTTLE_RATES.items():
             f"THROTTLE_{_scope.upper()}_RATE={_rate!r}: use <count>/<second|minute|hour|day>, e.g. 20/minute."
         )
 
+# /healthz answers status only; /healthz/detail (process ids, pricing cache, pending migrations,
+# the database error) is for staff sessions or `Authorization: Bearer <HEALTHZ_TOKEN>` (empty: staff only).
+HEALTHZ_TOKEN = env("HEALTHZ_TOKEN", default="")
+
 # --- Billing -------------------------------------------------------------------
 ADMIN_USER_IDS = [int(i) for i in env.list("ADMIN_USER_IDS", default=[])]
 BETA_GRANT_CREDITS = Decimal(env("BETA_GRANT_CREDITS", default="500"))
