@@ -78,3 +78,26 @@ class User(AbstractUser):
             from accounts.services import user_credentials_revoke
 
             user_credentials_revoke(user=self)
+
+
+class RateLimitCounter(models.Model):
+    """One fixed-window request counter of `pantheon.throttling` when there is no Redis.
+
+    The key names the scope, the client and the window, so a window ends when
+    the clock passes `window_end` whatever happens to the row; rows of ended
+    windows are only clean-up. Incremented by one atomic upsert
+    (`INSERT … ON CONFLICT DO UPDATE … RETURNING`), exact under concurrency,
+    unlike the database cache, whose `incr` is a read then a write that also
+    resets the expiry to the cache default.
+    """
+
+    key = models.CharField(max_length=255, primary_key=True)
+    count = models.PositiveIntegerField()
+    # Unix time (seconds) when the window ends, on the throttle's own clock.
+    window_end = models.BigIntegerField(db_index=True)
+
+    class Meta:
+        db_table = "pantheon_rate_limit_counter"
+
+    def __str__(self) -> str:
+        return f"{self.key}={self.count}"

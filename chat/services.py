@@ -36,7 +36,7 @@ from django.utils.text import get_valid_filename
 from billing.meter import DEFAULT_ALIAS, credits_for, get_pricing_snapshot
 from billing.models import CreditWallet
 from billing.services import DebitLine, wallet_debit_many, wallet_get_or_create
-from chat import llm, payloads, selectors, storage, turn_sql
+from chat import llm, payloads, quota, selectors, storage, turn_sql
 from chat.errors import (
     IdempotencyInProgress,
     IdempotencyMismatch,
@@ -130,6 +130,7 @@ def _storage_name(owner_id: int, name: str) -> str:
 def file_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
     """Store an upload (network I/O, no transaction open) then record it."""
     name, content_type = _checked_upload(upload)
+    quota.upload_quota_check(owner_id=owner.pk, size=upload.size)  # 413 before anything is stored
     stored = storage.upload_storage().save(_storage_name(owner.pk, name), upload)
     try:
         return UploadedFile.objects.create(

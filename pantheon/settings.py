@@ -213,12 +213,14 @@ REST_KNOX = {
     "AUTO_REFRESH": False,
 }
 
-# Requests per client (the user, or the address when signed out) per period, counted in the
-# shared cache (CACHES below) so every worker and host shares one limit; empty turns a scope off.
+# Requests per client (the user, or the address when signed out) per period, counted in Redis
+# (REDIS_URL) or in a database table, so every worker and host shares one limit (pantheon/throttling.py);
+# empty turns a scope off.
 THROTTLE_RATES = {
     "signup": env("THROTTLE_SIGNUP_RATE", default="10/hour"),
     "token": env("THROTTLE_TOKEN_RATE", default="20/minute"),
     "turn": env("THROTTLE_TURN_RATE", default="30/minute"),
+    "upload": env("THROTTLE_UPLOAD_RATE", default="60/hour"),
 }
 for _scope, _rate in THROTTLE_RATES.items():
     if _rate and not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
@@ -284,6 +286,8 @@ IDEMPOTENCY_LEASE_SECONDS = env.int("IDEMPOTENCY_LEASE_SECONDS", default=300)
 IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=30.0)
 IDEMPOTENCY_KEY_TTL_HOURS = max(24, env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=48))
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
+# Bytes of uploads one user may keep (413 `quota_exceeded` above it, nothing stored); 0 = no quota.
+UPLOAD_QUOTA_BYTES = env.int("UPLOAD_QUOTA_BYTES", default=100 * 1024 * 1024)
 UPLOAD_ALLOWED_CONTENT_TYPES = env.list(
     "UPLOAD_ALLOWED_CONTENT_TYPES",
     default=["text/plain", "text/csv", "text/markdown", "application/json", "application/pdf"],

@@ -232,11 +232,19 @@ class TurnListView(ChatView):
         operation_id="files_create",
         summary="Upload a file (multipart, field `file`)",
         request={"multipart/form-data": s.FileUploadSerializer},
-        responses={201: s.FileSerializer, **ERRORS, 413: s.ErrorSerializer},
+        responses={
+            201: s.FileSerializer,
+            **ERRORS,
+            413: OpenApiResponse(
+                s.ErrorSerializer, description="Over UPLOAD_MAX_BYTES, or over the UPLOAD_QUOTA_BYTES quota"
+            ),
+            429: OpenApiResponse(s.ErrorSerializer, description="Too many uploads; see Retry-After"),
+        },
     ),
 )
 class FileListView(ChatView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_scope = "upload"  # POST only (pantheon.throttling counts unsafe methods)
 
     def get_queryset(self):
         return selectors.file_list(user_id=self.request.user.pk)
