@@ -9,7 +9,7 @@ TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/pantheon
 # Benchmarks write their own databases (this one, plus _usage_1k and _usage_1m next to it).
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/pantheon_bench
 
-.PHONY: run test lint bench venv-run venv-dev postgres chromium clean
+.PHONY: run admin test lint bench venv-run venv-dev postgres chromium clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,12 @@ venv-dev: $(VENV)/.dev-installed
 run: venv-run
 	DEBUG=$${DEBUG:-true} $(PY) manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} $(PY) manage.py runserver $(HOST):$(PORT)
+
+# The first admin account, on the database `make run` serves, with the same settings (DEBUG=true
+# unless set, so no SECRET_KEY is needed locally); migrates first so it works on a fresh checkout.
+admin: venv-run
+	DEBUG=$${DEBUG:-true} $(PY) manage.py migrate --noinput
+	DEBUG=$${DEBUG:-true} $(PY) manage.py createsuperuser
 
 postgres:
 	@scripts/ensure_postgres.sh

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from knox.models import AuthToken
 
-from accounts.models import User
+from accounts.models import TAKEN, User, username_key
 
 
 class SignupError(Exception):
@@ -20,8 +20,10 @@ def user_create(*, username: str, password: str, email: str = "") -> User:
     """Create a user with a validated password (billing gives them a wallet as the row is saved)."""
     username = username.strip()
     errors: dict[str, list[str]] = {}
-    if User.objects.filter(username__iexact=username).exists():
-        errors["username"] = ["A user with that username already exists."]
+    # The normalized name (NFKC, case-folded) is what must be free: the database enforces the
+    # same rule (accounts_user.username_key is unique), this check only words the answer.
+    if User.objects.filter(username_key=username_key(username)).exists():
+        errors["username"] = [TAKEN]
     candidate = User(username=username, email=email)
     try:
         password_validation.validate_password(password, user=candidate)
@@ -33,7 +35,7 @@ def user_create(*, username: str, password: str, email: str = "") -> User:
         with transaction.atomic():
             user = User.objects.create_user(username=username, password=password, email=email)
     except IntegrityError as exc:
-        raise SignupError({"username": ["A user with that username already exists."]}) from exc
+        raise SignupError({"username": [TAKEN]}) from exc
     return user
 
 
@@ -48,3 +50,15 @@ def token_issue(*, username: str, password: str) -> tuple[str, datetime | None] 
 
 def token_revoke(*, token: AuthToken) -> None:
     token.delete()
+
+
+def user_credentials_revoke(*, user: User) -> int:
+    """After a password change: delete every API token of `user`; returns how many.
+
+    Called by `User.save()` whenever the password changed, whatever the door. Sessions
+    need no work here: each stores a hash of the password, and Django ends any session
+    whose hash no longer matches at its next request (the door that changed the
+    password keeps its own session with `update_session_auth_hash`).
+    """
+    deleted, _by_model = AuthToken.objects.filter(user=user).delete()
+    return deleted

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_http_methods
 
@@ -48,3 +50,19 @@ class LoginView(auth_views.LoginView):
 
 class LogoutView(auth_views.LogoutView):
     """POST only (Django 5): a link or prefetch can never sign someone out."""
+
+
+@method_decorator(throttle_page("token"), name="dispatch")  # it checks the old password: same limit
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's form; saving it revokes every API token and every other session (accounts.models)."""
+
+    template_name = "accounts/password_change.html"
+    success_url = reverse_lazy("rooms")
+    extra_context = {"nav": "password"}
+
+    def form_valid(self, form):
+        response = super().form_valid(form)  # keeps this session (update_session_auth_hash)
+        messages.success(
+            self.request, "Password changed. Your other sessions and API tokens were signed out."
+        )
+        return response

@@ -21,6 +21,7 @@ DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/pantheon_bench"
 # we generate; the counters live in Redis, the shared cache production uses.
 GENEROUS_THROTTLES = {
     "THROTTLE_TURN_RATE": "1000000/minute",
+    "THROTTLE_UPLOAD_RATE": "1000000/minute",
     "THROTTLE_SIGNUP_RATE": "1000000/minute",
     "THROTTLE_TOKEN_RATE": "1000000/minute",
 }

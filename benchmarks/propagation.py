@@ -1,12 +1,12 @@
 """Price propagation: from a PATCH to every worker of two gunicorn servers charging the new price.
 
 Two separate gunicorn servers of the app (two ports, 4 sync workers each, one
-PostgreSQL database) stand for two hosts. Poller threads hit `/healthz` on
+PostgreSQL database) stand for two hosts. Poller threads hit `/healthz/detail` on
 both servers all the time; every answer says which worker (pid) answered and
 which pricing edit (`change_seq`) its cache holds. For each of EDITS edits
 (`PATCH /api/v1/admin/pricing/<alias>`) the clock starts at the edit's commit
 (its audit row's `created_at`, taken just before COMMIT) and stops when every
-one of the 8 workers has answered `/healthz` with the new edit ("seen"); the
+one of the 8 workers has answered `/healthz/detail` with the new edit ("seen"); the
 workers also report when they installed it (`loaded_at`, "applied", which
 has no polling delay). Goal: the worst edit ≤ 1 s.
 
@@ -66,9 +66,11 @@ class Observations:
 
 
 def _poll(server, number: int, observations: Observations, stop: threading.Event) -> None:
+    from tests.support.gunicorn_server import DETAIL_HEADERS, HEALTHZ_DETAIL
+
     while not stop.is_set():
         try:
-            status, body = server.request("GET", "/healthz", timeout=5.0)
+            status, body = server.request("GET", HEALTHZ_DETAIL, headers=DETAIL_HEADERS, timeout=5.0)
         except OSError:
             continue
         received = time.time()
@@ -155,7 +157,7 @@ def measure(*, edits: int = EDITS, workers: int = WORKERS) -> dict:
             deadline = time.monotonic() + 30
             while len(observations.workers()) < SERVERS * workers:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"saw only {sorted(observations.workers())} answering /healthz")
+                    raise RuntimeError(f"saw only {sorted(observations.workers())} answering /healthz/detail")
                 time.sleep(0.05)
             everyone = observations.workers()
             for number in range(edits):
@@ -214,7 +216,7 @@ def run(*, edits: int = EDITS, workers: int = WORKERS) -> list[dict]:
             ratio=max(observed) / worst_floor,
             goal="≤ 1000 ms",
             ok=max(observed) <= GOAL_MS,
-            note=f"{setting}; from the edit's commit to the last worker's /healthz answer showing it; "
+            note=f"{setting}; from the edit's commit to the last worker's /healthz/detail answer showing it; "
             f"baseline: bare NOTIFY delivery, worst of {len(floor)}",
         ),
         row(

@@ -86,7 +86,12 @@ def document_api_conventions(result: dict, generator, request, public) -> dict:
     - An operation with a body may answer 413 (DATA_UPLOAD_MAX_MEMORY_SIZE, see `exception_handler`).
     - Any operation may answer 503 when the database is unreachable (retry after `Retry-After`).
     - An optional query parameter sent empty (`?format=`, as HTML forms do) means "not given".
+    - Any operation may answer 400 for a NUL character in its path or query (pantheon/middleware.py).
     """
+    bad_url = {
+        "description": "A bad parameter or body (a NUL character in the URL is refused for every operation).",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
     too_large = {
         "description": "The request body is larger than DATA_UPLOAD_MAX_MEMORY_SIZE.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
@@ -102,6 +107,7 @@ def document_api_conventions(result: dict, generator, request, public) -> dict:
             if "requestBody" in operation:
                 operation["responses"].setdefault("413", too_large)
             if "responses" in operation:
+                operation["responses"].setdefault("400", bad_url)
                 operation["responses"].setdefault("503", unavailable)
             for parameter in operation.get("parameters", []):
                 if parameter.get("in") == "query" and not parameter.get("required"):

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "accounts",
     "billing",
     "chat",
@@ -59,11 +60,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outermost but one: every response gets the policy, also those a later middleware answers.
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "pantheon.middleware.RejectNulInURLMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -166,7 +170,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        # Bounded nesting, no lone surrogates or NUL characters (pantheon/parsers.py).
+        "pantheon.parsers.SafeJSONParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -208,18 +213,24 @@ REST_KNOX = {
     "AUTO_REFRESH": False,
 }
 
-# Requests per client (the user, or the address when signed out) per period, counted in the
-# shared cache (CACHES below) so every worker and host shares one limit; empty turns a scope off.
+# Requests per client (the user, or the address when signed out) per period, counted in Redis
+# (REDIS_URL) or in a database table, so every worker and host shares one limit (pantheon/throttling.py);
+# empty turns a scope off.
 THROTTLE_RATES = {
     "signup": env("THROTTLE_SIGNUP_RATE", default="10/hour"),
     "token": env("THROTTLE_TOKEN_RATE", default="20/minute"),
     "turn": env("THROTTLE_TURN_RATE", default="30/minute"),
+    "upload": env("THROTTLE_UPLOAD_RATE", default="60/hour"),
 }
 for _scope, _rate in THROTTLE_RATES.items():
     if _rate and not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", _rate):
         raise ImproperlyConfigured(
             f"THROTTLE_{_scope.upper()}_RATE={_rate!r}: use <count>/<second|minute|hour|day>, e.g. 20/minute."
         )
+
+# /healthz answers status only; /healthz/detail (process ids, pricing cache, pending migrations,
+# the database error) is for staff sessions or `Authorization: Bearer <HEALTHZ_TOKEN>` (empty: staff only).
+HEALTHZ_TOKEN = env("HEALTHZ_TOKEN", default="")
 
 # --- Billing -------------------------------------------------------------------
 ADMIN_USER_IDS = [int(i) for i in env.list("ADMIN_USER_IDS", default=[])]
@@ -282,6 +293,8 @@ IDEMPOTENCY_LEASE_SECONDS = env.int("IDEMPOTENCY_LEASE_SECONDS", default=300)
 IDEMPOTENCY_WAIT_SECONDS = env.float("IDEMPOTENCY_WAIT_SECONDS", default=30.0)
 IDEMPOTENCY_KEY_TTL_HOURS = max(24, env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=48))
 UPLOAD_MAX_BYTES = env.int("UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
+# Bytes of uploads one user may keep (413 `quota_exceeded` above it, nothing stored); 0 = no quota.
+UPLOAD_QUOTA_BYTES = env.int("UPLOAD_QUOTA_BYTES", default=100 * 1024 * 1024)
 UPLOAD_ALLOWED_CONTENT_TYPES = env.list(
     "UPLOAD_ALLOWED_CONTENT_TYPES",
     default=["text/plain", "text/csv", "text/markdown", "application/json", "application/pdf"],
@@ -304,6 +317,24 @@ SECURE_HSTS_PRELOAD = SECURE_HTTPS
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy on every response (django-csp): scripts, styles, fonts and connections
+# from this origin only; no inline script, no eval, no plugins, no framing. Templates keep
+# JavaScript in static/js/ (tests/pages/test_csp.py loads every page in Chromium and fails on
+# any violation). `data:` images are the Swagger UI's icons.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
 SESSION_COOKIE_HTTPONLY = True
 # Request bodies: JSON turns are small; uploads have their own limit in chat.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1024 * 1024)

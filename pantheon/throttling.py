@@ -1,11 +1,15 @@
-"""Rate limits for the doors an abuser would hammer: sign-up, token (and log-in), turns.
+"""Rate limits for the doors an abuser would hammer: sign-up, token (and log-in), turns, uploads.
 
-One counter per (scope, client, time window) lives in the shared cache (Redis
-when `REDIS_URL` is set, else the database cache table), so every worker and
-every host counts against the same limit. On Redis the increment is atomic
-(INCR), so the limit is exact under any concurrency; Django's database cache
-increments with a read and a write, so there two simultaneous requests can
-count once (see docs/decisions.md).
+One counter per (scope, client, time window) is shared by every worker and
+every host: in Redis when the cache is Redis (`REDIS_URL`), else in the
+database table `pantheon_rate_limit_counter` (accounts.RateLimitCounter). The
+window is part of the key, so a window closes when the clock says so, not when
+a cache entry happens to expire. Both increments are atomic — Redis `INCR`;
+one `INSERT … ON CONFLICT DO UPDATE … RETURNING` in the database — so a limit
+is exact under any concurrency. (The database *cache* is not used for this:
+its `incr` is a read and a write, which loses counts under concurrency, and
+the write resets the entry's expiry to the cache default of 300 s, which let
+an hourly limit start again every five minutes. See docs/decisions.md.)
 
 Rates come from `settings.THROTTLE_RATES` when a request arrives (DRF's own
 throttles read theirs at import time), in DRF's `<count>/<period>` syntax;
@@ -24,9 +28,10 @@ from typing import cast
 
 import redis
 from django.conf import settings
-from django.core.cache import cache, caches
+from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from rest_framework.permissions import SAFE_METHODS
@@ -87,7 +92,7 @@ def hit(*, scope: str, ident: str) -> float | None:
     window = math.floor(now / period)
     key = f"throttle:{scope}:{period}:{window}:{ident}"
     try:
-        count = _increment(key, timeout=period + 1)
+        count = _increment(key, timeout=period + 1, window_end=(window + 1) * period)
     except Exception:
         # A cache outage must not take sign-up and turns down with it: let the request through.
         logger.exception("throttle cache unavailable; scope=%s not enforced", scope)
@@ -97,12 +102,12 @@ def hit(*, scope: str, ident: str) -> float | None:
     return (window + 1) * period - now
 
 
-def _increment(key: str, *, timeout: int) -> int:
+def _increment(key: str, *, timeout: int, window_end: int) -> int:
     """+1 on the window's counter; creates it (with its expiry) on the window's first request.
 
     On Redis one round trip: `SET key 0 EX timeout NX` then `INCR`, pipelined
     (Django's `incr` would send EXISTS and INCR one after the other). Elsewhere
-    (the database cache) `incr` first, which is a read and a write.
+    one upsert in the database.
     """
     backend = caches["default"]
     if isinstance(backend, RedisCache):
@@ -111,12 +116,39 @@ def _increment(key: str, *, timeout: int) -> int:
         pipeline.set(name, 0, ex=timeout, nx=True)
         pipeline.incr(name)
         return pipeline.execute()[1]
-    try:
-        return cache.incr(key)
-    except ValueError:  # the first request of this window
-        if cache.add(key, 1, timeout=timeout):
-            return 1
-        return cache.incr(key)  # another process created it first
+    return _database_increment(key, window_end=window_end)
+
+
+_COUNTER_TABLE = "pantheon_rate_limit_counter"
+# PostgreSQL and SQLite (3.35+) both speak this upsert; it is one atomic statement.
+_UPSERT = (
+    f"INSERT INTO {_COUNTER_TABLE} (key, count, window_end) VALUES (%s, 1, %s) "
+    f"ON CONFLICT (key) DO UPDATE SET count = {_COUNTER_TABLE}.count + 1 RETURNING count"
+)
+PURGE_EVERY_SECONDS = 60.0
+_last_purge = 0.0
+
+
+def _database_increment(key: str, *, window_end: int) -> int:
+    """+1 on the window's row in one statement; every few calls, drop the rows of ended windows."""
+    global _last_purge
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT, [key, window_end])
+        count = cursor.fetchone()[0]
+        now = clock()
+        if now - _last_purge > PURGE_EVERY_SECONDS:
+            _last_purge = now
+            cursor.execute(f"DELETE FROM {_COUNTER_TABLE} WHERE window_end < %s", [int(now)])
+    return count
+
+
+def reset_counters() -> None:
+    """Forget every count (tests; an operator lifting a limit at once)."""
+    cache_backend = caches["default"]
+    if isinstance(cache_backend, RedisCache):
+        cache_backend.clear()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {_COUNTER_TABLE}")
 
 
 def _redis_client(location: str | list[str]) -> redis.Redis:

@@ -6,9 +6,7 @@ URL to guess, and cursors are signed and bound to the user they were issued to.
 
 from __future__ import annotations
 
-import codecs
 import csv
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -21,10 +19,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers as drf_serializers
-from rest_framework.exceptions import NotFound, ParseError, ValidationError
-from rest_framework.parsers import JSONParser
-# DRF's charset check refuses byte-to-byte codecs (bz2_codec); the stubs do not know it yet.
-from rest_framework.parsers import get_encoding  # type: ignore[attr-defined]
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -49,6 +44,7 @@ from billing.api.serializers import (
 )
 from billing.models import ModelPricing, PricingChange
 from pantheon.errors import ErrorSerializer
+from pantheon.parsers import DecimalJSONParser
 
 # --- query parameters --------------------------------------------------------------
 
@@ -200,9 +196,9 @@ class UsageListView(JSONOnlyNegotiationMixin, APIView):
         output = request.query_params.get("format") or "json"
         if output not in ("json", "csv"):
             raise ValidationError({"format": ["Must be `json` or `csv`."]})
+        limit = pagination.page_size(request)  # checked for CSV too: a bad value is a 400 everywhere
         if output == "csv":
             return _usage_csv_response(request.user, filters)
-        limit = pagination.page_size(request)
         cursor = self.cursors.decode(request)
         newer = cursor is not None and cursor.direction == pagination.PREVIOUS
         at = cursor.position if cursor is not None else None
@@ -351,24 +347,6 @@ class IsPricingAdmin(BasePermission):
         if user.pk in settings.ADMIN_USER_IDS:
             return True
         return user.is_staff and user.has_perm("billing.change_modelpricing")
-
-
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number")
-
-
-class DecimalJSONParser(JSONParser):
-    """JSON whose numbers become Decimal exactly as written; NaN and Infinity are refused."""
-
-    def parse(self, stream, media_type=None, parser_context=None):
-        # DRF's check: only a text codec (a bz2_codec "charset" would inflate the body unbounded).
-        encoding = get_encoding(parser_context or {})
-        try:
-            return json.load(
-                codecs.getreader(encoding)(stream), parse_float=Decimal, parse_constant=_reject_constant
-            )
-        except ValueError as exc:
-            raise ParseError(f"JSON parse error - {exc}") from exc
 
 
 PRICING_PATCH_SCHEMA = {

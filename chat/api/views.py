@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from django.conf import settings
+from django.core import signing
 from django.db.models import QuerySet
 from django.http.response import HttpResponseBase
 from drf_spectacular.utils import (
@@ -22,10 +23,11 @@ from drf_spectacular.utils import (
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import GenericAPIView
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 
 from accounts.http import SignedInRequest
 from chat import payloads, selectors, services
@@ -59,10 +61,57 @@ def page_of(item: type[serializers.Serializer], name: str) -> serializers.Serial
 
 
 class NewestFirst(CursorPagination):
+    """DRF's cursor pagination with signed cursors, bound to the user and the list.
+
+    DRF's own cursor is base64 of `o=…&r=…&p=…`: anyone can write one, and a
+    made-up position (`p=%00`, `p=abc`, a number past bigint) reached the
+    database as a 500. The cursor is now signed with SECRET_KEY like the billing
+    lists' (billing/api/pagination.py): one we did not issue, or issued to
+    someone else or for another list, is a 400 before any query runs.
+    """
+
     ordering = "-id"
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+    invalid_cursor = "Invalid cursor."
+
+    request: Request
+
+    def _salt(self) -> str:
+        match = self.request.resolver_match
+        return f"chat.api.cursor.{match.url_name if match else ''}"
+
+    def encode_cursor(self, cursor: Cursor) -> str:
+        payload = {
+            "u": self.request.user.pk,
+            "o": cursor.offset,
+            "r": int(cursor.reverse),
+            "p": cursor.position,
+        }
+        token = signing.dumps(payload, salt=self._salt())
+        return replace_query_param(self.base_url or "", self.cursor_query_param, token)
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        raw = request.query_params.get(self.cursor_query_param)
+        if not raw:
+            return None
+        invalid = ValidationError({self.cursor_query_param: [self.invalid_cursor]})
+        try:
+            payload = signing.loads(raw, salt=self._salt())
+        except signing.BadSignature as exc:
+            raise invalid from exc
+        if not isinstance(payload, dict) or payload.get("u") != request.user.pk:
+            raise invalid
+        offset, reverse, position = payload.get("o"), payload.get("r"), payload.get("p")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset <= self.offset_cutoff:
+            raise invalid
+        if reverse not in (0, 1) or isinstance(reverse, bool):
+            raise invalid
+        well_formed = isinstance(position, str) and position.isascii() and position.isdigit()
+        if position is not None and not well_formed:
+            raise invalid
+        return Cursor(offset=offset, reverse=bool(reverse), position=position)
 
 
 class ChatView(GenericAPIView):
@@ -222,11 +271,19 @@ class TurnCancelView(ChatView):
         operation_id="files_create",
         summary="Upload a file (multipart, field `file`)",
         request={"multipart/form-data": s.FileUploadSerializer},
-        responses={201: s.FileSerializer, **ERRORS, 413: s.ErrorSerializer},
+        responses={
+            201: s.FileSerializer,
+            **ERRORS,
+            413: OpenApiResponse(
+                s.ErrorSerializer, description="Over UPLOAD_MAX_BYTES, or over the UPLOAD_QUOTA_BYTES quota"
+            ),
+            429: OpenApiResponse(s.ErrorSerializer, description="Too many uploads; see Retry-After"),
+        },
     ),
 )
 class FileListView(ChatView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_scope = "upload"  # POST only (pantheon.throttling counts unsafe methods)
 
     def get_queryset(self):
         return selectors.file_list(user_id=self.signed_in_user_id)

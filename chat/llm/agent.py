@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -297,7 +298,15 @@ def _run_tool(alias: str, tools: dict[str, Tool], tool_call: ToolCall) -> tuple[
         content = json.dumps({"error": exc.code, "detail": exc.detail})
         status, error = "error", str(exc)
     except Exception as exc:
-        logger.exception("tool crashed tool=%s alias=%s", name, alias)
+        # The exception's message may quote the user's file (a parser error echoing a line):
+        # log its type and where it was raised, never its text.
+        logger.error(
+            "tool crashed tool=%s alias=%s error=%s\n%s",
+            name,
+            alias,
+            type(exc).__name__,
+            "".join(traceback.format_tb(exc.__traceback__)),
+        )
         raise ToolFailed(f"The {name} tool failed unexpectedly.", tool_name=name) from exc
     record = ToolCallRecord(alias, name, arguments, status, error, _elapsed_ms(started))
     return record, content

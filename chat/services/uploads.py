@@ -5,6 +5,7 @@ from __future__ import annotations
 import mimetypes
 import uuid
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation, ValidationError
 from django.core.files.uploadedfile import UploadedFile as UploadedContent
@@ -12,7 +13,7 @@ from django.db import DatabaseError
 from django.utils.text import get_valid_filename
 
 from accounts.models import User
-from chat import storage
+from chat import quota, storage
 from chat.errors import UploadTooLarge
 from chat.models import UploadedFile
 
@@ -54,6 +55,7 @@ def _storage_name(owner_id: int, name: str) -> str:
 def file_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
     """Store an upload (network I/O, no transaction open) then record it."""
     name, content_type, size = _checked_upload(upload)
+    quota.upload_quota_check(owner_id=owner.pk, size=size)  # 413 before anything is stored
     stored = storage.upload_storage().save(_storage_name(owner.pk, name), upload)
     try:
         return UploadedFile.objects.create(
@@ -67,6 +69,7 @@ def file_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
 async def afile_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
     """`file_upload` for async code: the blocking storage write runs in a worker thread."""
     name, content_type, size = _checked_upload(upload)
+    await sync_to_async(quota.upload_quota_check)(owner_id=owner.pk, size=size)
     stored = await storage.asave(_storage_name(owner.pk, name), upload)
     return await UploadedFile.objects.acreate(
         owner=owner, file=stored, name=name, size=size, content_type=content_type

@@ -322,13 +322,14 @@ def test_preloaded_app_starts_a_listener_in_every_forked_worker():
 
 @pytest.mark.django_db
 def test_healthz_tells_a_stale_cache_from_a_current_one(client):
+    client.force_login(UserFactory(is_staff=True))  # the detail is for staff (or HEALTHZ_TOKEN)
     meter.reload_pricing_cache()
-    body = client.get("/healthz").json()
+    body = client.get("/healthz/detail").json()
     assert body["pricing_cache"]["current"] is True
     assert body["pricing_cache"]["change_seq"] == body["pricing_cache"]["database_change_seq"] == 0
     assert body["pricing_listener"] == {"running": False, "pid": os.getpid(), "connected": False}
     change = silent_edit("gpt-4o", "2.2")  # this process was not told
-    body = client.get("/healthz").json()
+    body = client.get("/healthz/detail").json()
     assert body["pricing_cache"]["current"] is False
     assert body["pricing_cache"]["database_change_seq"] == change.pk
     assert body["pricing_cache"]["change_seq"] == 0

@@ -22,7 +22,7 @@ from billing.models import CreditWallet, UsageEvent
 from chat.models import Room, Turn
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 from tests.reliability.audit import assert_books_balance
-from tests.support.gunicorn_server import PROJECT_ROOT, database_url, gunicorn_server
+from tests.support.gunicorn_server import HEALTHZ_TOKEN, PROJECT_ROOT, database_url, gunicorn_server
 
 transactional = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 OFFLINE = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": "", "GOOGLE_API_KEY": "", "DEEPSEEK_API_KEY": ""}
@@ -42,7 +42,7 @@ PASSING_STEPS = [
 
 
 def manage_py(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": database_url(), **OFFLINE}
+    env = {**os.environ, "DATABASE_URL": database_url(), "HEALTHZ_TOKEN": HEALTHZ_TOKEN, **OFFLINE}
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=PROJECT_ROOT,
@@ -56,7 +56,8 @@ def manage_py(*args: str) -> subprocess.CompletedProcess:
 def smoke(base_url: str, username: str, password: str, *extra: str) -> tuple[str, str]:
     """call_command; returns (stdout, stderr) or raises CommandError with both attached."""
     out, err = io.StringIO(), io.StringIO()
-    args = ["--base-url", base_url, "--username", username, "--password", password, *extra]
+    args = ["--base-url", base_url, "--username", username, "--password", password]
+    args += ["--healthz-token", HEALTHZ_TOKEN, *extra]
     try:
         call_command("smoke_check", *args, stdout=out, stderr=err)
     except CommandError as exc:
@@ -123,7 +124,7 @@ def test_smoke_check_stops_at_the_first_failing_step_and_exits_non_zero():
         assert steps(failed.value.out) == ["health", "migrations", "auth", "wallet before"]
         assert "FAIL room: HTTP 400" in failed.value.err
 
-        # A pending migration: /healthz says which one and the check stops there.
+        # A pending migration: /healthz/detail says which one and the check stops there.
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT id, app, name, applied FROM django_migrations "

@@ -185,6 +185,55 @@ def test_an_oversized_upload_is_refused_from_its_content_length_over_http(live_s
     assert UploadedFile.objects.count() == 0
 
 
+@pytest.mark.django_db
+def test_uploads_over_the_upload_rate_are_429_and_store_nothing(api, user, settings):
+    from pantheon import throttling
+
+    throttling.reset_counters()
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "upload": "2/day"}
+
+    def upload(index: int):
+        data = SimpleUploadedFile(f"n{index}.txt", b"notes", content_type="text/plain")
+        return api.post("/api/v1/files/", {"file": data}, format="multipart")
+
+    assert [upload(i).status_code for i in range(2)] == [201, 201]
+    stored = _stored_files(settings)
+    refused = upload(3)
+    _assert_error(refused, 429, "throttled")
+    assert 1 <= int(refused["Retry-After"]) <= 86400
+    assert UploadedFile.objects.filter(owner=user).count() == 2
+    assert _stored_files(settings) == stored
+    assert api.get("/api/v1/files/").status_code == 200  # listing is not counted
+    throttling.reset_counters()
+
+
+def _stored_files(settings) -> list:
+    return sorted(path for path in settings.MEDIA_ROOT.rglob("*") if path.is_file())
+
+
+@pytest.mark.django_db
+def test_an_upload_over_the_storage_quota_is_413_and_stores_nothing(api, user, settings):
+    settings.UPLOAD_QUOTA_BYTES = 1000
+
+    def upload(size: int, name: str):
+        data = SimpleUploadedFile(name, b"a" * size, content_type="text/plain")
+        return api.post("/api/v1/files/", {"file": data}, format="multipart")
+
+    assert upload(600, "first.txt").status_code == 201
+    stored = _stored_files(settings)
+    refused = upload(401, "second.txt")
+    body = _assert_error(refused, 413, "quota_exceeded")
+    assert body["quota_bytes"] == 1000 and body["used_bytes"] == 600
+    assert _stored_files(settings) == stored
+    assert UploadedFile.objects.filter(owner=user).count() == 1
+    assert upload(400, "exactly-full.txt").status_code == 201  # at the quota is allowed
+    # Another user's quota is their own.
+    other = APIClient()
+    other.force_login(UserFactory())
+    data = SimpleUploadedFile("theirs.txt", b"a" * 900, content_type="text/plain")
+    assert other.post("/api/v1/files/", {"file": data}, format="multipart").status_code == 201
+
+
 # --- the admin pricing parser ----------------------------------------------------------------
 
 

@@ -3,7 +3,7 @@
 In-process tests set small rates through `settings.THROTTLE_RATES` (read per
 request); the cross-process tests start two separate gunicorn servers with
 the rates in their environment and prove that they count against one shared
-limit, in Redis and in the database cache. Day-long windows keep a window
+limit, in Redis and in the database counter table. Day-long windows keep a window
 boundary from falling inside a test.
 """
 
@@ -13,13 +13,17 @@ import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 
 import pytest
 import redis
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
+from django.core.cache.backends import db as django_db_cache
+from django.db import connection
+from django.utils import timezone
 from rest_framework.test import APIClient
 
+from accounts.models import RateLimitCounter
 from billing.models import CreditWallet
 from chat.models import Turn
 from pantheon import throttling
@@ -33,13 +37,13 @@ REDIS_TEST_URL = "redis://127.0.0.1:6379/12"  # a database of its own, flushed b
 @pytest.fixture
 def rates(settings):
     """Set small rates on a clean counter store; `rates(token="3/day")`."""
-    cache.clear()
+    throttling.reset_counters()
 
     def set_rates(**small: str) -> None:
         settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, **small}
 
     yield set_rates
-    cache.clear()
+    throttling.reset_counters()
 
 
 def _register(client: APIClient, username: str, **extra):
@@ -267,14 +271,81 @@ def test_two_servers_share_one_limit_in_redis_exactly_even_under_a_burst(clean_r
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_two_servers_share_one_limit_in_the_database_cache():
-    cache.clear()
-    user = UserFactory()
+def test_two_servers_share_one_limit_in_the_database_exactly_even_under_a_burst():
+    throttling.reset_counters()
+    user, other = UserFactory(), UserFactory()
     try:
-        with two_servers({"REDIS_URL": "", "THROTTLE_TOKEN_RATE": "3/day"}) as (a, b):
+        with (
+            two_servers({"REDIS_URL": "", "THROTTLE_TOKEN_RATE": "3/day"}) as (a, b),
+            ThreadPoolExecutor(max_workers=16) as pool,
+        ):
             first_three = [_attempt(a, user.username), _attempt(b, user.username), _attempt(a, user.username)]
             assert first_three == [401, 401, 401]
             assert _attempt(b, user.username) == 429
             assert _attempt(a, user.username) == 429
+            throttling.reset_counters()  # a fresh window for the burst
+            statuses = list(pool.map(lambda server: _attempt(server, other.username), [a, b] * 12))
+        # One upsert per request: of 24 simultaneous attempts on 4 workers in 2 servers, exactly 3 pass.
+        assert sorted(statuses) == [401] * 3 + [429] * 21
     finally:
-        cache.clear()
+        throttling.reset_counters()
+
+
+# --- the database counter: exact windows, exact counts ---------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_hourly_window_does_not_start_again_when_a_cache_entry_would_have_expired(rates, monkeypatch):
+    """The leak of issue 15: the database cache's `incr` reset the entry's expiry to 300 s.
+
+    Three sign-ups at the start of an hour, then six minutes later (every clock
+    moved: the throttle's and Django's) the fourth must still be refused.
+    """
+    rates(signup="3/hour")
+    start = 1_800_000_000.0  # a multiple of 3600: an hour window starts here
+    monkeypatch.setattr(throttling, "clock", lambda: start + 10)
+    client = APIClient()
+    assert [_register(client, f"early{i}").status_code for i in range(3)] == [201, 201, 201]
+
+    later = timezone.now() + timedelta(minutes=6)
+    monkeypatch.setattr(timezone, "now", lambda: later)
+    monkeypatch.setattr(django_db_cache, "tz_now", lambda: later)  # the database cache's own import
+    monkeypatch.setattr(throttling, "clock", lambda: start + 370)
+    refused = _register(client, "six-minutes-later")
+
+    _assert_throttled(refused, at_most=3600)
+    assert refused["Retry-After"] == str(3600 - 370)
+    monkeypatch.setattr(throttling, "clock", lambda: start + 3601)  # the next hour
+    assert _register(client, "next-hour").status_code == 201
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_database_counter_loses_no_count_under_concurrency(settings):
+    """16 threads, each on its own connection, 25 hits each on one key with a limit of 100."""
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "token": "100/day"}
+    throttling.reset_counters()
+
+    def hammer(_thread: int) -> int:
+        try:
+            return sum(throttling.hit(scope="token", ident="addr:198.51.100.1") is None for _ in range(25))
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        allowed = sum(pool.map(hammer, range(16)))
+
+    assert allowed == 100
+    assert RateLimitCounter.objects.get().count == 16 * 25
+    throttling.reset_counters()
+
+
+@pytest.mark.django_db
+def test_rows_of_ended_windows_are_purged(rates, monkeypatch):
+    rates(token="5/minute")
+    start = 1_800_000_000.0
+    monkeypatch.setattr(throttling, "_last_purge", 0.0)
+    monkeypatch.setattr(throttling, "clock", lambda: start)
+    throttling.hit(scope="token", ident="addr:a")
+    monkeypatch.setattr(throttling, "clock", lambda: start + 3600)
+    throttling.hit(scope="token", ident="addr:b")  # more than PURGE_EVERY_SECONDS later: purges
+    assert [row.key.rsplit(":", 1)[-1] for row in RateLimitCounter.objects.all()] == ["b"]

@@ -32,6 +32,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Every test server gets it: `/healthz/detail` (process ids, pricing cache) answers only to this bearer.
+HEALTHZ_TOKEN = "test-healthz-token-0123456789"
+HEALTHZ_DETAIL = "/healthz/detail"
+DETAIL_HEADERS = {"Authorization": f"Bearer {HEALTHZ_TOKEN}"}
 LISTENING = re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)")
 
 
@@ -90,7 +94,8 @@ class GunicornServer:
         return response.status, raw.decode(errors="replace")
 
     def healthz(self) -> dict:
-        status, body = self.request("GET", "/healthz")
+        """This worker's `/healthz/detail` (the public `/healthz` says only ok/unavailable)."""
+        status, body = self.request("GET", HEALTHZ_DETAIL, headers=DETAIL_HEADERS)
         if not isinstance(body, dict):
             raise AssertionError(f"/healthz answered {status} {body!r}\n{self.log()}")
         return body
@@ -103,9 +108,9 @@ class GunicornServer:
         timeout: float = 15.0,
         concurrency: int = 16,
     ) -> dict[int, dict]:
-        """Hit /healthz concurrently until `count` distinct worker pids satisfy `predicate`.
+        """Hit /healthz/detail concurrently until `count` distinct worker pids satisfy `predicate`.
 
-        Returns {pid: the first /healthz body of that worker that satisfied it}.
+        Returns {pid: the first /healthz/detail body of that worker that satisfied it}.
         Concurrent requests are what make every worker answer: a sync worker
         serves one request at a time, so a burst spreads over all of them.
         """
@@ -131,7 +136,7 @@ class GunicornServer:
 
     def _try_healthz(self) -> dict | None:
         try:
-            status, body = self.request("GET", "/healthz", timeout=5.0)
+            status, body = self.request("GET", HEALTHZ_DETAIL, headers=DETAIL_HEADERS, timeout=5.0)
         except OSError:
             return None
         return body if status == 200 and isinstance(body, dict) else None
@@ -147,6 +152,7 @@ def _server_env(extra: dict | None) -> dict:
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_HTTPS": "false",
         "PYTHONUNBUFFERED": "1",
+        "HEALTHZ_TOKEN": HEALTHZ_TOKEN,
     }
     env.update({key: str(value) for key, value in (extra or {}).items()})
     return env
