@@ -123,10 +123,31 @@ class UploadedFile(models.Model):
     name = models.CharField(max_length=255)
     size = models.PositiveBigIntegerField()
     content_type = models.CharField(max_length=128)
+
+    class Extraction(models.TextChoices):
+        # Uploaded before text was extracted at upload: the file tools extract it once, bounded.
+        PENDING = "pending"
+        OK = "ok"
+        UNREADABLE = "unreadable"
+
+    # Extracted once, at upload (chat.extraction), so turns never parse the file again.
+    extraction_status = models.CharField(
+        max_length=16, choices=Extraction.choices, default=Extraction.PENDING
+    )
+    # Storable text (no NUL, no lone surrogate); a PDF's pages are separated by form feeds.
+    extracted_text = models.TextField(blank=True, default="")
+    # What the extractor reported: why the file is unreadable, or where its text was cut.
+    extraction_note = models.CharField(max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-id"], name="chat_file_owner_newest")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(extraction_status__in=["pending", "ok", "unreadable"]),
+                name="chat_file_extraction_status",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

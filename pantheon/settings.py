@@ -301,6 +301,13 @@ UPLOAD_ALLOWED_CONTENT_TYPES = env.list(
 )
 # Characters of a file handed to a model by file_read / file_parse.
 FILE_READ_MAX_CHARS = env.int("FILE_READ_MAX_CHARS", default=20000)
+# Text extraction at upload (chat.extraction). A PDF is parsed in a child process limited to
+# this much CPU time (RLIMIT_CPU) and address space (RLIMIT_AS), killed at the same wall-clock
+# time; over either it is stored as unreadable. Text beyond the page or character limit is cut.
+FILE_PARSE_TIMEOUT_SECONDS = env.float("FILE_PARSE_TIMEOUT_SECONDS", default=5.0)
+FILE_PARSE_MEMORY_BYTES = env.int("FILE_PARSE_MEMORY_BYTES", default=256 * 1024 * 1024)
+FILE_PARSE_MAX_PAGES = env.int("FILE_PARSE_MAX_PAGES", default=200)
+FILE_PARSE_MAX_CHARS = env.int("FILE_PARSE_MAX_CHARS", default=1_000_000)
 WEB_SEARCH_MAX_RESULTS = env.int("WEB_SEARCH_MAX_RESULTS", default=5)
 
 # --- Security (production) -----------------------------------------------------

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("chat", "0004_move_usage_to_billing"),
+        ("chat", "0005_uploaded_file_extraction"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -1,7 +1,7 @@
 """Chat writes, one module per concern:
 
 - `rooms`: creating rooms;
-- `uploads`: checking, storing and recording uploads;
+- `uploads`: checking, extracting, storing and recording uploads;
 - `idempotency`: the `Idempotency-Key` lease protocol;
 - `turns`: validating, running and committing a metered turn.
 
@@ -12,13 +12,14 @@ from chat.services.cancellation import turn_cancel
 from chat.services.idempotency import idempotency_keys_purge
 from chat.services.rooms import agent_aliases, room_create
 from chat.services.turns import TurnOutcome, TurnStream, turn_fingerprint, turn_post, turn_stream
-from chat.services.uploads import afile_upload, file_upload
+from chat.services.uploads import afile_upload, file_extract, file_upload
 
 __all__ = [
     "TurnOutcome",
     "TurnStream",
     "afile_upload",
     "agent_aliases",
+    "file_extract",
     "file_upload",
     "idempotency_keys_purge",
     "room_create",

@@ -44,6 +44,7 @@ from chat.models import Message, ToolCallEvent, Turn, UploadedFile
 from chat.services import cancellation
 from chat.services.idempotency import Reservation, ReservationLost, key_complete, key_release, key_reserve
 from chat.tools import tools_for_turn
+from chat.tools.base import storable_values
 from chat.values import TurnContext
 from pantheon.db import release_connection
 from pantheon.errors import AppError
@@ -375,7 +376,7 @@ def _commit_turn(
                 turn=turn,
                 model_alias=record.model_alias,
                 tool_name=record.tool_name,
-                arguments=json.loads(storable(json.dumps(record.arguments))),
+                arguments=storable_values(record.arguments),
                 status=record.status,
                 error=storable(record.error[:2000]),
                 latency_ms=record.latency_ms,

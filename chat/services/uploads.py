@@ -1,7 +1,9 @@
-"""Uploads: checked, stored (network I/O, no transaction open), then recorded."""
+"""Uploads: checked, their text extracted (bounded), stored (network I/O, no transaction open),
+then recorded with that text, so a turn never parses a file."""
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import uuid
 
@@ -13,7 +15,7 @@ from django.db import DatabaseError
 from django.utils.text import get_valid_filename
 
 from accounts.models import User
-from chat import quota, storage
+from chat import extraction, quota, storage
 from chat.errors import UploadTooLarge
 from chat.models import UploadedFile
 
@@ -52,14 +54,21 @@ def _storage_name(owner_id: int, name: str) -> str:
     return f"uploads/{owner_id}/{uuid.uuid4().hex}/{name}"
 
 
+def _extracted(upload: UploadedContent, *, name: str, content_type: str) -> dict[str, str]:
+    """The extraction fields of a new row: a file's content never makes the upload fail."""
+    found = extraction.extract(b"".join(upload.chunks()), name=name, content_type=content_type)
+    return {"extraction_status": found.status, "extracted_text": found.text, "extraction_note": found.note}
+
+
 def file_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
-    """Store an upload (network I/O, no transaction open) then record it."""
+    """Extract the text (bounded, see chat.extraction), store the file, then record both."""
     name, content_type, size = _checked_upload(upload)
     quota.upload_quota_check(owner_id=owner.pk, size=size)  # 413 before anything is stored
+    extracted = _extracted(upload, name=name, content_type=content_type)
     stored = storage.upload_storage().save(_storage_name(owner.pk, name), upload)
     try:
         return UploadedFile.objects.create(
-            owner=owner, file=stored, name=name, size=size, content_type=content_type
+            owner=owner, file=stored, name=name, size=size, content_type=content_type, **extracted
         )
     except DatabaseError:
         storage.upload_storage().delete(stored)
@@ -67,10 +76,36 @@ def file_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
 
 
 async def afile_upload(*, owner: User, upload: UploadedContent) -> UploadedFile:
-    """`file_upload` for async code: the blocking storage write runs in a worker thread."""
+    """`file_upload` for async code: extraction and the storage write run in worker threads."""
     name, content_type, size = _checked_upload(upload)
     await sync_to_async(quota.upload_quota_check)(owner_id=owner.pk, size=size)
+    extracted = await asyncio.to_thread(_extracted, upload, name=name, content_type=content_type)
     stored = await storage.asave(_storage_name(owner.pk, name), upload)
     return await UploadedFile.objects.acreate(
-        owner=owner, file=stored, name=name, size=size, content_type=content_type
+        owner=owner, file=stored, name=name, size=size, content_type=content_type, **extracted
     )
+
+
+def file_extract(*, uploaded: UploadedFile) -> UploadedFile:
+    """Extract the text of a file uploaded before extraction existed, once, with the same bounds.
+
+    Reads the stored bytes (no transaction open); the row is updated only while still
+    pending, so two turns racing on one old file write the same result once.
+    """
+    if uploaded.extraction_status != UploadedFile.Extraction.PENDING:
+        return uploaded
+    with uploaded.file.open("rb") as handle:
+        data = handle.read(settings.UPLOAD_MAX_BYTES + 1)
+    if len(data) > settings.UPLOAD_MAX_BYTES:
+        found = extraction.unreadable(f"the file is larger than {settings.UPLOAD_MAX_BYTES} bytes")
+    else:
+        found = extraction.extract(data, name=uploaded.name, content_type=uploaded.content_type)
+    uploaded.extraction_status, uploaded.extracted_text, uploaded.extraction_note = (
+        found.status,
+        found.text,
+        found.note,
+    )
+    UploadedFile.objects.filter(pk=uploaded.pk, extraction_status=UploadedFile.Extraction.PENDING).update(
+        extraction_status=found.status, extracted_text=found.text, extraction_note=found.note
+    )
+    return uploaded

@@ -8,7 +8,6 @@ tests/chat/test_tools.py asserts both against a local Tavily-protocol server.
 from __future__ import annotations
 
 import functools
-import json
 
 import requests
 from django.conf import settings
@@ -22,7 +21,7 @@ from tavily.errors import (
 )
 from tavily.errors import TimeoutError as TavilyTimeout
 
-from chat.tools.base import Tool, ToolError, require_text
+from chat.tools.base import Tool, ToolError, require_text, tool_result
 
 NAME = "web_search"
 SEARCH_TIMEOUT_SECONDS = 20
@@ -59,16 +58,18 @@ def search(query: str) -> str:
         )
     except SEARCH_ERRORS as exc:
         raise ToolError("search_failed", f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(found, dict) or not isinstance(found.get("results", []), list):
+        raise ToolError("search_failed", "the search service answered something other than results")
     results = [
         {
             "title": item.get("title", ""),
             "url": item.get("url", ""),
-            "content": (item.get("content") or "")[:800],
+            "content": str(item.get("content") or "")[:800],
         }
         for item in found.get("results", [])
         if isinstance(item, dict)
     ]
-    return json.dumps({"query": query, "results": results})
+    return tool_result({"query": query, "results": results})
 
 
 def make_tool() -> Tool:

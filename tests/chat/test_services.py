@@ -261,10 +261,10 @@ def test_a_tool_crash_after_a_model_call_fails_the_turn_and_bills_the_call(api, 
     room = RoomFactory(owner=user, agents=["gpt-4o"])
     notes = upload(user, "n.txt", b"notes")
 
-    def crash(data: bytes) -> str:
-        raise RuntimeError("decoder bug")
+    def crash(payload: dict) -> str:
+        raise RuntimeError("encoder bug")
 
-    monkeypatch.setattr(file_read, "decode_text", crash)
+    monkeypatch.setattr(file_read, "tool_result", crash)
     before = db_state(user)
 
     response = post_turn(api, room, content="Read my notes", files=[notes.pk])

@@ -84,20 +84,26 @@ def test_file_parse_reads_json_text_and_pdf(user):
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "content_type"),
+    ("name", "data", "content_type", "code"),
     [
-        ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "application/pdf"),
-        ("latin1.txt", "caf\xe9".encode("latin-1"), "text/plain"),
-        ("bad.json", b"{not json", "application/json"),
+        # Unreadable at upload: both tools say so.
+        ("broken.pdf", b"%PDF-1.4 this is not really a pdf", "application/pdf", "unreadable"),
+        ("latin1.txt", "caf\xe9".encode("latin-1"), "text/plain", "unreadable"),
+        # Readable text that is not what its type says: file_parse says so.
+        ("bad.json", b"{not json", "application/json", "bad_format"),
     ],
 )
-def test_bad_formats_are_tool_errors(user, name, data, content_type):
+def test_bad_formats_are_tool_errors(user, name, data, content_type, code):
     uploaded = upload(user, name, data, content_type)
 
     with pytest.raises(ToolError) as error:
         make_file_parse(user_id=user.pk).run({"file_id": uploaded.pk})
 
-    assert error.value.code == "bad_format"
+    assert error.value.code == code
+    if code == "unreadable":
+        with pytest.raises(ToolError) as error:
+            make_file_read(user_id=user.pk).run({"file_id": uploaded.pk})
+        assert error.value.code == "unreadable" and name in error.value.detail
 
 
 def test_web_search_is_offered_only_with_a_key(user, settings):
@@ -170,4 +176,4 @@ def test_a_tool_error_is_recorded_and_the_turn_still_succeeds(api, user):
 
     assert response.status_code == 201
     [event] = ToolCallEvent.objects.filter(turn_id=response.json()["id"])
-    assert event.status == "error" and "bad_format" in event.error
+    assert event.status == "error" and "unreadable" in event.error and "not UTF-8" in event.error
