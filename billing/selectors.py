@@ -150,7 +150,9 @@ def usage_queryset(
     until: datetime | None = None,
 ) -> QuerySet:
     """The user's usage events; `since` inclusive, `until` exclusive; each with its turn's status."""
-    rows = UsageEvent.objects.filter(user_id=user.pk).annotate(turn_status=F("turn__status"))
+    rows = UsageEvent.objects.filter(user_id=user.pk).annotate(
+        turn_status=F("turn__status"), turn_routed_by=F("turn__routed_by")
+    )
     if model_alias:
         rows = rows.filter(model_alias=model_alias)
     if since is not None:

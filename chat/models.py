@@ -38,6 +38,13 @@ class Turn(models.Model):
         # A provider or tool failure; charged for the calls that ran.
         FAILED = "failed"
 
+    class RoutedBy(models.TextChoices):
+        SINGLE = "single"  # a one-agent room: no choice to make
+        EXPLICIT = "explicit"  # `model_alias` or `agents` in the request
+        MENTION = "mention"  # @mentions in the message
+        MANAGER = "manager"  # the manager's routing call
+        FALLBACK = "fallback"  # the manager's reply was unreadable; CHAT_ROUTING_FALLBACK chose
+
     # Indexed by chat_turn_room_order (room, id); a second index on room alone only costs writes.
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="turns", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="turns")
@@ -49,6 +56,8 @@ class Turn(models.Model):
     # Sum of the metered events' credits; what the wallet was debited for this turn.
     credits_burned = credits_field(default=0)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
+    # How the answering agents were chosen (docs: chat.mentions for the @mention grammar).
+    routed_by = models.CharField(max_length=16, choices=RoutedBy.choices, default=RoutedBy.SINGLE)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -57,6 +66,10 @@ class Turn(models.Model):
             models.CheckConstraint(condition=Q(credits_burned__gte=0), name="chat_turn_credits_non_negative"),
             models.CheckConstraint(
                 condition=Q(status__in=["completed", "cancelled", "failed"]), name="chat_turn_status"
+            ),
+            models.CheckConstraint(
+                condition=Q(routed_by__in=["single", "explicit", "mention", "manager", "fallback"]),
+                name="chat_turn_routed_by",
             ),
         ]
 

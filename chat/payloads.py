@@ -90,16 +90,21 @@ def turn_payload(
     balance: Decimal | None = None,
 ) -> dict:
     """A turn; `balance` (the wallet after this turn) only in the POST response."""
+    payload_messages = [message_payload(message) for message in messages]
     payload = {
         "id": turn.pk,
         "room": turn.room_id,
         "created_at": datetime_str(turn.created_at),
         "files": list(file_ids),
-        "messages": [message_payload(message) for message in messages],
+        "messages": payload_messages,
         "usage": [usage_payload(event) for event in usage],
         "tool_calls": [tool_call_payload(event) for event in tool_calls],
         "credits_burned": decimal_str(turn.credits_burned),
         "status": turn.status,
+        "routing": {
+            "by": turn.routed_by,
+            "agents": [m["model_alias"] for m in payload_messages if m["role"] == Message.Role.ASSISTANT],
+        },
     }
     if balance is not None:
         payload["balance"] = decimal_str(balance)

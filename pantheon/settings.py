@@ -198,6 +198,7 @@ SPECTACULAR_SETTINGS = {
     # Several components have a `status` field with its own set of values; name each set.
     "ENUM_NAME_OVERRIDES": {
         "TurnStatusEnum": ["completed", "cancelled", "failed"],
+        "RoutedByEnum": ["single", "explicit", "mention", "manager", "fallback"],
         "ToolCallStatusEnum": ["ok", "error"],
         "TurnCancelStatusEnum": ["cancelling"],
     },
@@ -271,6 +272,11 @@ CHAT_MODEL_ALIASES = {
 }
 # The alias whose (unmetered) call routes a turn in a multi-agent room.
 CHAT_MANAGER_ALIAS = env("CHAT_MANAGER_ALIAS", default="default")
+# Who answers an unnamed turn when the manager's routing reply cannot be read: the room's
+# first agent (`first`, the cheap default) or every agent (`all`).
+CHAT_ROUTING_FALLBACK = env("CHAT_ROUTING_FALLBACK", default="first")
+if CHAT_ROUTING_FALLBACK not in ("first", "all"):
+    raise ImproperlyConfigured("CHAT_ROUTING_FALLBACK must be `first` or `all`.")
 MAX_AGENTS_PER_ROOM = env.int("MAX_AGENTS_PER_ROOM", default=5)
 TURN_MAX_CONTENT_CHARS = env.int("TURN_MAX_CONTENT_CHARS", default=8000)
 TURN_MAX_FILES = env.int("TURN_MAX_FILES", default=5)

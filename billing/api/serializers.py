@@ -35,6 +35,10 @@ class UsageRowSerializer(serializers.Serializer):
     turn_status = serializers.ChoiceField(
         choices=["completed", "cancelled", "failed"], help_text="How the turn this call belongs to ended."
     )
+    turn_routed_by = serializers.ChoiceField(
+        choices=["single", "explicit", "mention", "manager", "fallback"],
+        help_text="How the turn's answering agents were chosen (see the turn's `routing`).",
+    )
     model_alias = serializers.CharField()
     provider_model = serializers.CharField()
     purpose = serializers.ChoiceField(choices=["agent", "manager", "summary"])

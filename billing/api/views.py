@@ -239,6 +239,7 @@ def _usage_csv_lines(user: User, filters: UsageFilters) -> Iterator[str]:
                 row.room_id,
                 row.turn_id,
                 row.turn_status,
+                row.turn_routed_by,
                 row.model_alias,
                 row.provider_model,
                 row.purpose,

@@ -85,6 +85,15 @@ class ToolCallSerializer(serializers.Serializer):
     latency_ms = serializers.IntegerField()
 
 
+class RoutingSerializer(serializers.Serializer):
+    by = serializers.ChoiceField(
+        choices=["single", "explicit", "mention", "manager", "fallback"],
+        help_text="single: a one-agent room; explicit: `model_alias`/`agents`; mention: @mentions; "
+        "manager: the routing call; fallback: its reply was unreadable (CHAT_ROUTING_FALLBACK chose).",
+    )
+    agents = serializers.ListField(child=serializers.CharField())
+
+
 class TurnSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     room = serializers.IntegerField()
@@ -95,6 +104,7 @@ class TurnSerializer(serializers.Serializer):
     tool_calls = ToolCallSerializer(many=True)
     credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
     status = serializers.ChoiceField(choices=["completed", "cancelled", "failed"])
+    routing = RoutingSerializer()
 
 
 class TurnResultSerializer(TurnSerializer):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 import traceback
@@ -61,6 +60,8 @@ class AgentAnswer:
 class Routing:
     agents: list[str]
     llm_call: LLMCall
+    # True when the manager's reply could not be read and CHAT_ROUTING_FALLBACK chose.
+    fallback: bool = False
 
 
 def _elapsed_ms(started: float) -> int:
@@ -72,6 +73,10 @@ def _token_count(usage: Mapping[str, Any], name: str) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         return None
     return value
+
+
+# Providers whose chat API has a JSON mode (`response_format={"type": "json_object"}`).
+JSON_MODE_PROVIDERS = {"openai", "deepseek"}
 
 
 class TurnCancelled(Exception):
@@ -241,17 +246,25 @@ def stream_call(
 
 
 def parse_routing(text: str, agents: list[str]) -> list[str]:
-    """The agents named by the manager's JSON array, in room order; [] when unreadable."""
-    match = re.search(r"\[.*?\]", text, re.DOTALL)
-    if match is None:
-        return []
+    """The room's agents the manager named, in room order; [] when its reply cannot be read.
+
+    The reply must be JSON: `{"agents": [...]}` (what it is asked for) or a bare list.
+    Names match the room's agents case-insensitively; any other name is ignored.
+    """
     try:
-        named = json.loads(match.group(0))
-    except json.JSONDecodeError:
+        reply = json.loads(text.strip().removeprefix("```json").removeprefix("```").removesuffix("```"))
+    except (json.JSONDecodeError, RecursionError):
         return []
+    named = reply.get("agents") if isinstance(reply, dict) else reply
     if not isinstance(named, list):
         return []
-    return [agent for agent in agents if agent in {str(name) for name in named}]
+    wanted = {name.lower() for name in named if isinstance(name, str)}
+    return [agent for agent in agents if agent.lower() in wanted]
+
+
+def routing_fallback(agents: list[str]) -> list[str]:
+    """Who answers when the manager's reply is unreadable: CHAT_ROUTING_FALLBACK (`first` or `all`)."""
+    return list(agents) if settings.CHAT_ROUTING_FALLBACK == "all" else list(agents[:1])
 
 
 def route_turn(
@@ -261,18 +274,26 @@ def route_turn(
     progress: AgentProgress | None = None,
     cancel: threading.Event | None = None,
 ) -> Routing:
-    """The manager's (unmetered) call: which agents answer. Unreadable → all of them."""
+    """The manager's (unmetered) call: which agents answer. Unreadable → CHAT_ROUTING_FALLBACK."""
     manager = resolve(settings.CHAT_MANAGER_ALIAS)
     messages: list[BaseMessage] = [SystemMessage(prompts.routing_system(agents)), HumanMessage(content)]
+    runnable: Runnable[Any, Any] = manager.chat_model
+    if manager.provider in JSON_MODE_PROVIDERS:
+        # Structured output where the provider has it; the reply is still validated below.
+        runnable = manager.chat_model.bind(response_format={"type": "json_object"})
     reply, call = stream_call(
         manager,
-        manager.chat_model,
+        runnable,
         messages,
         purpose="manager",
         progress=progress or AgentProgress(manager.alias),
         cancel=cancel or threading.Event(),
     )
-    return Routing(agents=parse_routing(reply.text, agents) or list(agents), llm_call=call)
+    chosen = parse_routing(reply.text, agents)
+    if chosen:
+        return Routing(agents=chosen, llm_call=call)
+    logger.warning("routing reply unreadable manager=%s; falling back", manager.alias)
+    return Routing(agents=routing_fallback(agents), llm_call=call, fallback=True)
 
 
 def _history_messages(history: list[ChatLine]) -> list[BaseMessage]:

@@ -10,8 +10,8 @@ def routing_system(agents: list[str]) -> str:
     return (
         f"{ROUTING_MARKER}\n"
         f"Agents: {', '.join(agents)}\n"
-        "Decide which agents should answer the user's message. Reply with only a JSON array "
-        'of agent names, e.g. ["gpt-4o"]. Pick every agent named with @, otherwise all agents.'
+        "Decide which of these agents should answer the user's message: the ones best suited, "
+        'at least one. Reply with only a JSON object, e.g. {"agents": ["gpt-4o"]}.'
     )
 
 

@@ -40,6 +40,7 @@ from chat import llm, payloads, selectors
 from chat.errors import ChatError, NotFound
 from chat.llm import AgentAnswer, Routing
 from chat.llm.agent import AgentProgress, TurnCancelled
+from chat.mentions import parse_mentions
 from chat.models import Message, ToolCallEvent, Turn, UploadedFile
 from chat.services import cancellation
 from chat.services.idempotency import Reservation, ReservationLost, key_complete, key_release, key_reserve
@@ -64,17 +65,30 @@ class TurnRequest:
     model_alias: str | None
     # Agents asked explicitly (`agents` in the body); empty when routing decides.
     agents: list[str]
+    # Agents @mentioned in the content (chat.mentions), in the room's order.
+    mentioned: list[str]
     files: list[UploadedFile]
     fingerprint: str
 
     @property
     def named_agents(self) -> list[str]:
-        """Who answers without a routing call: the explicit agents, the alias, or a one-agent room."""
+        """Who answers without a routing call: explicit agents or alias, @mentions, a one-agent room."""
         if self.agents:
             return self.agents
         if self.model_alias:
             return [self.model_alias]
+        if self.mentioned:
+            return self.mentioned
         return list(self.context.agents) if len(self.context.agents) == 1 else []
+
+    @property
+    def routed_by(self) -> str:
+        """How `named_agents` were chosen; a turn that needs the manager is routed at run time."""
+        if self.agents or self.model_alias:
+            return Turn.RoutedBy.EXPLICIT
+        if self.mentioned:
+            return Turn.RoutedBy.MENTION
+        return Turn.RoutedBy.SINGLE if len(self.context.agents) == 1 else Turn.RoutedBy.MANAGER
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,7 @@ class TurnOutcome:
 class _Ran:
     """What the models did: routing, each agent's answer, and how the turn ended."""
 
+    routed_by: str = Turn.RoutedBy.SINGLE
     routing: Routing | None = None
     answers: list[AgentAnswer] = field(default_factory=list)
     cancelled: bool = False
@@ -139,6 +154,14 @@ def _validate_turn(
         ]
     elif chosen and alias is not None:
         errors["agents"] = ["Send either `model_alias` or `agents`, not both."]
+    mentions = parse_mentions(text, room_agents=context.agents, known_aliases=llm.known_aliases())
+    if mentions.outside and "content" not in errors:
+        named = ", ".join(f"@{alias}" for alias in mentions.outside)
+        errors["content"] = [
+            f"{named}: not an agent of this room. Mention one of: "
+            + ", ".join(f"@{agent}" for agent in context.agents)
+            + " (or @all)."
+        ]
     ids = _file_ids(file_ids)
     files: list[UploadedFile] = []
     if ids is None:
@@ -157,7 +180,13 @@ def _validate_turn(
         room_id=room_id, content=text, model_alias=alias, agents=chosen, file_ids=ids
     )
     return TurnRequest(
-        context=context, content=text, model_alias=alias, agents=chosen, files=files, fingerprint=fingerprint
+        context=context,
+        content=text,
+        model_alias=alias,
+        agents=chosen,
+        mentioned=mentions.agents,
+        files=files,
+        fingerprint=fingerprint,
     )
 
 
@@ -229,7 +258,7 @@ class _TurnRun:
         self.emit = emit
 
     def run(self) -> _Ran:
-        ran = _Ran()
+        ran = _Ran(routed_by=self.request.routed_by)
         if self.reservation is not None and cancellation.cancel_requested(self.reservation.key_id):
             self.cancel.set()  # Stop arrived before the models started
         agents = self.request.named_agents
@@ -250,7 +279,9 @@ class _TurnRun:
                 ran.error = exc if isinstance(exc, ChatError) else None
                 return ran
             agents = ran.routing.agents
-        self.emit("routing", {"agents": agents})
+            if ran.routing.fallback:
+                ran.routed_by = Turn.RoutedBy.FALLBACK
+        self.emit("routing", {"agents": agents, "by": ran.routed_by})
         ran.answers, ran.error = self._run_agents(agents)
         ran.cancelled = self.cancel.is_set()
         return ran
@@ -351,6 +382,7 @@ def _commit_turn(
             content=request.content,
             credits_burned=priced.credits_burned,
             status=status,
+            routed_by=ran.routed_by,
         )
         if file_ids:
             Turn.files.through.objects.bulk_create(

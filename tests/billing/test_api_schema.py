@@ -46,7 +46,8 @@ def test_shapes_and_errors_are_described():
     assert set(usage["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     assert set(usage["responses"]) == {"200", "400", "401", "503"}  # 503: database unavailable
     assert list(components["UsageRow"]["properties"]) == [
-        "id", "created_at", "room", "turn", "turn_status", "model_alias", "provider_model", "purpose",
+        "id", "created_at", "room", "turn", "turn_status", "turn_routed_by", "model_alias", "provider_model",
+        "purpose",
         "input_tokens",
         "output_tokens", "multiplier", "pricing_version", "credits_burned", "metered", "usage_source",
         "latency_ms",

@@ -26,6 +26,7 @@ ROW_FIELDS = [
     "room",
     "turn",
     "turn_status",
+    "turn_routed_by",
     "model_alias",
     "provider_model",
     "purpose",

@@ -28,6 +28,7 @@ TURN_KEYS = {
     "files",
     "created_at",
     "status",
+    "routing",
 }
 USAGE_KEYS = {
     "model_alias",

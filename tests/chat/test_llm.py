@@ -73,10 +73,13 @@ def test_offline_model_calls_file_tools_for_attached_files_and_search_only_when_
     assert model.invoke([HumanMessage(attached)]).tool_calls == []
 
 
-def test_parse_routing_reads_a_json_array_and_keeps_room_order():
+def test_parse_routing_reads_json_only_and_keeps_room_order():
     agents = ["gpt-4o", "gpt-4o-mini", "deepseek"]
-    assert parse_routing('Sure: ["deepseek", "gpt-4o"]', agents) == ["gpt-4o", "deepseek"]
+    assert parse_routing('{"agents": ["deepseek", "gpt-4o"]}', agents) == ["gpt-4o", "deepseek"]
     assert parse_routing('["gpt-4o-mini"]', agents) == ["gpt-4o-mini"]
+    assert parse_routing('```json\n{"agents": ["GPT-4o"]}\n```', agents) == ["gpt-4o"]
+    # Prose around a list is not a routing reply (the prose may name other agents).
+    assert parse_routing('Sure: ["deepseek", "gpt-4o"]', agents) == []
     assert parse_routing("no idea", agents) == []
     assert parse_routing('["nobody"]', agents) == []
     assert parse_routing("[not json", agents) == []

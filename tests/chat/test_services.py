@@ -97,17 +97,15 @@ def test_a_multi_agent_turn_has_an_unmetered_manager_and_one_debit_per_agent_cal
     call_command("reconcile_wallets")  # exits 1 on any drift
 
 
-def test_an_explicit_alias_wins_and_a_mention_routes(user):
+def test_an_explicit_alias_and_a_mention_both_skip_the_routing_call(user):
     room = RoomFactory(owner=user, agents=["gpt-4o", "deepseek"])
 
     explicit = services.turn_post(user=user, room_id=room.pk, content="Hi", model_alias="deepseek").payload
     mentioned = services.turn_post(user=user, room_id=room.pk, content="@gpt-4o only you please").payload
 
     assert [(u["purpose"], u["model_alias"]) for u in explicit["usage"]] == [("agent", "deepseek")]
-    assert [(u["purpose"], u["model_alias"]) for u in mentioned["usage"]] == [
-        ("manager", "default"),
-        ("agent", "gpt-4o"),
-    ]
+    assert [(u["purpose"], u["model_alias"]) for u in mentioned["usage"]] == [("agent", "gpt-4o")]
+    assert (explicit["routing"]["by"], mentioned["routing"]["by"]) == ("explicit", "mention")
 
 
 def test_tokens_and_credits_come_from_the_providers_usage_block(api, user, openai_server):
@@ -190,17 +188,16 @@ def test_one_agent_failing_fails_the_turn_and_bills_the_calls_that_ran(user, ope
     api = logged_in(user)
     before = balance_of(user)
 
-    response = post_turn(api, room, content="Both of you, please")
+    response = post_turn(api, room, content="Both of you, please", agents=["gpt-4o-mini", "gpt-4o"])
 
     assert response.status_code == 502
     body = response.json()
     assert body["error"] == "provider_error" and body["model_alias"] == "gpt-4o"
     turn = body["turn"]
     assert turn["status"] == "failed" and turn["error"]["code"] == "provider_error"
-    # The manager and gpt-4o-mini answered: both recorded (the manager unmetered), mini charged.
-    assert sorted(body["model"] for body in server.completions()) == ["gpt-4o", "gpt-4o-mini", "gpt-4o-mini"]
+    # gpt-4o-mini answered: recorded and charged; gpt-4o failed before answering: nothing to bill.
+    assert sorted(body["model"] for body in server.completions()) == ["gpt-4o", "gpt-4o-mini"]
     assert [(u["purpose"], u["model_alias"], u["usage_source"]) for u in turn["usage"]] == [
-        ("manager", "default", "provider"),
         ("agent", "gpt-4o-mini", "provider"),
     ]
     charged = UsageEvent.objects.get(turn_id=turn["id"], model_alias="gpt-4o-mini").credits_burned

@@ -53,7 +53,7 @@ def test_events_arrive_in_order_and_the_turn_event_follows_the_commit(live_serve
     committed_when_announced: list[bool] = []
 
     events = []
-    with streamed_turn(live_server.url, token, room.pk, {"content": "Hello both"}) as (response, stream):
+    with streamed_turn(live_server.url, token, room.pk, {"content": "@all Hello both"}) as (response, stream):
         assert response.status_code == 200
         for name, data in stream:
             if name == "turn":
@@ -96,7 +96,7 @@ def test_the_agents_of_one_turn_run_side_by_side(live_server, account, openai_se
         live_server.url, token, room.pk, {"content": "All at once", "agents": ["gpt-4o", "gpt-4o-mini"]}
     )
 
-    assert events[0] == ("routing", {"agents": ["gpt-4o", "gpt-4o-mini"]})
+    assert events[0] == ("routing", {"agents": ["gpt-4o", "gpt-4o-mini"], "by": "explicit"})
     calls = server.timings()
     assert sorted(call["model"] for call in calls) == ["gpt-4o", "gpt-4o-mini"]  # no routing call
     # Each agent's request reached the provider before the other's answer was finished.

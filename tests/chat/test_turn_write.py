@@ -98,7 +98,8 @@ def test_every_field_of_every_row_matches_what_the_turn_answered(user):
     ]
 
     usage = list(UsageEvent.objects.filter(turn=turn).order_by("id"))
-    assert [row["purpose"] for row in payload["usage"]] == ["manager", "agent", "agent", "agent", "agent"]
+    # @all names both agents: no routing call; each agent reads the file, then answers.
+    assert [row["purpose"] for row in payload["usage"]] == ["agent", "agent", "agent", "agent"]
     for event, row in zip(usage, payload["usage"], strict=True):
         assert (event.user_id, event.room_id) == (user.pk, room.pk)
         for field in UsageEvent._meta.concrete_fields:
