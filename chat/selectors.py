@@ -69,3 +69,14 @@ def files_by_id(*, user_id: int, file_ids: list[int]) -> dict[int, UploadedFile]
     if not file_ids:
         return {}
     return {f.pk: f for f in UploadedFile.objects.filter(owner_id=user_id, pk__in=file_ids)}
+
+
+def turn_page_list(*, user_id: int, room_id: int) -> QuerySet[Turn]:
+    """`turn_list` as the chat page shows it: each turn also has `attached_files` (id and name)."""
+    return turn_list(user_id=user_id, room_id=room_id).prefetch_related(
+        Prefetch(
+            "files",
+            queryset=UploadedFile.objects.only("id", "name").order_by("id"),
+            to_attr="attached_files",
+        )
+    )

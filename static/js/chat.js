@@ -1,32 +1,44 @@
-// Chat page: posts a turn to the JSON API without reloading, and shows each
-// answer with its model, tokens and credits. No framework, no build step.
+// Chat page enhancement. No framework, no build step.
 //
-// Money stays exact: credits arrive from the API as decimal strings and are
-// shown as they are; the page never does arithmetic on them.
+// The composer is a plain form that works without JavaScript (the server runs
+// the turn and redirects back). With JavaScript it posts the turn to the JSON
+// API instead and reads the answer as Server-Sent Events: each answering
+// agent gets a bubble that fills with plain text as tokens arrive; when the
+// final `turn` event comes, the bubbles are replaced by the turn exactly as
+// the server renders it (GET /rooms/<room>/turns/<id>/: Markdown, costs,
+// tools). The page never renders a finished turn itself and never does
+// arithmetic on credits: figures are shown as the server sent them.
 (function () {
   "use strict";
 
   var form = document.getElementById("composer");
-  if (!form) return;
+  // Without streaming fetch the plain form posts as it would without JavaScript.
+  if (!form || !window.fetch || !window.ReadableStream || !window.TextDecoder) return;
+
   var textarea = document.getElementById("composer-content");
   var modelSelect = document.getElementById("composer-model");
   var fileInput = document.getElementById("composer-files");
   var button = document.getElementById("composer-send");
   var buttonLabel = button.querySelector(".button__label");
   var spinner = button.querySelector(".spinner");
+  var stopButton = document.getElementById("composer-stop");
   var statusBox = document.getElementById("composer-status");
   var errorBox = document.getElementById("composer-error");
   var conversation = document.getElementById("conversation");
   var turnsUrl = form.dataset.turnsUrl;
+  var cancelUrl = form.dataset.cancelUrl;
+  var fragmentsUrl = form.dataset.fragmentsUrl;
   var filesUrl = form.dataset.filesUrl;
   var maxFiles = parseInt(form.dataset.maxFiles || "5", 10);
-  var csrfToken = document.querySelector('meta[name="csrf-token"]').content;
+  var csrfToken = form.querySelector("input[name=csrfmiddlewaretoken]").value;
 
   var busy = false;
   // The submission being attempted. It keeps its Idempotency-Key (and its
-  // uploaded file ids) until it succeeds or the user changes what they send,
+  // uploaded file ids) until it is answered or the user changes what they send,
   // so pressing Send again after a failure can never charge twice.
   var pending = null;
+  // The turn on screen while it streams (its placeholder article and bubbles).
+  var run = null;
 
   function newKey() {
     if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
@@ -45,29 +57,6 @@
     return node;
   }
 
-  // 2.0000 → "2", 1.5000 → "1.5" (same as the `multiplier` template filter).
-  function formatMultiplier(value) {
-    var text = String(value);
-    if (text.indexOf(".") === -1) return text;
-    return text.replace(/0+$/, "").replace(/\.$/, "");
-  }
-
-  // Exact sum of 4-place decimal strings (fixed point in BigInt, never floats).
-  var SCALE = BigInt(10000);
-  function toUnits(text) {
-    var negative = text.charAt(0) === "-";
-    var parts = (negative ? text.slice(1) : text).split(".");
-    var units = BigInt(parts[0] || "0") * SCALE + BigInt(((parts[1] || "") + "0000").slice(0, 4));
-    return negative ? -units : units;
-  }
-  function sumCredits(values) {
-    var total = values.reduce(function (acc, v) { return acc + toUnits(String(v)); }, BigInt(0));
-    var negative = total < BigInt(0);
-    if (negative) total = -total;
-    var fraction = (total % SCALE).toString();
-    return (negative ? "-" : "") + (total / SCALE).toString() + "." + "0000".slice(fraction.length) + fraction;
-  }
-
   function setBusy(on, label) {
     busy = on;
     button.disabled = on;
@@ -75,6 +64,13 @@
     form.setAttribute("aria-busy", on ? "true" : "false");
     spinner.hidden = !on;
     buttonLabel.textContent = on ? (label || "Sending…") : "Send";
+    if (!on) showStop(false);
+  }
+
+  function showStop(on) {
+    stopButton.hidden = !on;
+    stopButton.disabled = false;
+    stopButton.textContent = "Stop";
   }
 
   function showError(message) {
@@ -100,7 +96,7 @@
     return String(detail);
   }
 
-  // A readable sentence for every failure; never a stack trace or raw HTML.
+  // A readable sentence for every refusal before the stream starts; never a stack trace or raw HTML.
   function errorMessage(status, body) {
     var detail = body ? detailText(body.detail) : "";
     switch (status) {
@@ -123,6 +119,15 @@
         return "Something went wrong on our side (HTTP " + status + "). Press Send to try again; you will not be charged twice.";
     }
   }
+
+  // An `error` event names its failure by the code its JSON refusal would carry: same sentence.
+  var STATUS_OF_CODE = {
+    insufficient_credits: 402,
+    not_found: 404,
+    idempotency_key_reused: 409,
+    idempotency_in_progress: 409,
+    provider_error: 502,
+  };
 
   function readJson(response) {
     return response.text().then(function (text) {
@@ -162,112 +167,217 @@
     return chain.then(function () { return ids; });
   }
 
-  // Same as Django's truncatechars: at most `max` characters, ending in "…".
-  function truncate(text, max) {
-    return text.length > max ? text.slice(0, max - 1) + "…" : text;
+  // --- Server-Sent Events over fetch: `event:`/`data:` lines, a blank line ends an event ---
+
+  // Calls onEvent(name, data) per event until it returns true (the final event) or the stream ends.
+  function readEvents(body, onEvent) {
+    var reader = body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+    var name = "";
+    var data = [];
+    var finished = false;
+
+    function line(text) {
+      if (text === "") {
+        if (data.length) finished = onEvent(name || "message", data.join("\n")) === true;
+        name = "";
+        data = [];
+        return;
+      }
+      if (text.charAt(0) === ":") return; // a comment: the server's heartbeat
+      var colon = text.indexOf(":");
+      var field = colon === -1 ? text : text.slice(0, colon);
+      var value = colon === -1 ? "" : text.slice(colon + 1);
+      if (value.charAt(0) === " ") value = value.slice(1);
+      if (field === "event") name = value;
+      else if (field === "data") data.push(value);
+    }
+
+    function feed(text) {
+      buffer += text;
+      // A chunk may end between the \r and \n of one line break.
+      var held = buffer.slice(-1) === "\r" ? "\r" : "";
+      var lines = (held ? buffer.slice(0, -1) : buffer).split(/\r\n|\r|\n/);
+      buffer = lines.pop() + held;
+      for (var i = 0; i < lines.length && !finished; i++) line(lines[i]);
+    }
+
+    function pump() {
+      return reader.read().then(function (chunk) {
+        // At the end an event without its blank line is dropped, as EventSource does.
+        if (chunk.done) return;
+        feed(decoder.decode(chunk.value, { stream: true }));
+        if (finished) {
+          reader.cancel().catch(function () {});
+          return;
+        }
+        return pump();
+      });
+    }
+    return pump();
   }
 
-  function toolItem(tool) {
-    var name = tool.tool_name || tool.name || tool.tool || "tool";
-    var args = tool.arguments || tool.args || {};
-    var hint = args.query || args.file_id || args.name || "";
-    var failed = tool.status && tool.status !== "ok";
-    var item = el("li", "tag " + (failed ? "tag--error" : "tag--ok"),
-      name + (hint ? ": " + truncate(String(hint), 40) : "") + (failed ? " (failed)" : ""));
-    item.title = Object.keys(args).map(function (k) { return k + ": " + args[k]; }).join("; ") + (tool.error ? " — " + tool.error : "");
-    return item;
-  }
+  // --- the turn while it streams ---
 
-  function renderTurn(turn, question) {
-    var count = conversation.querySelectorAll(".turn").length + 1;
-    var article = el("article", "turn");
-    article.dataset.testid = "turn";
-    article.setAttribute("data-testid", "turn");
-    article.dataset.turnId = turn.id;
-    article.setAttribute("aria-label", "Turn " + count);
-
-    var messages = turn.messages || [];
-    var userMessage = messages.filter(function (m) { return m.role === "user"; })[0];
+  function startRun(content, files) {
+    var article = el("article", "turn turn--pending");
+    article.setAttribute("data-testid", "pending-turn");
+    article.setAttribute("aria-label", "Your new message");
+    article.setAttribute("aria-busy", "true");
     var mine = el("div", "bubble bubble--user");
     var head = el("div", "bubble__head");
     head.appendChild(el("span", "bubble__who", "You"));
     mine.appendChild(head);
-    mine.appendChild(el("div", "bubble__body", userMessage ? userMessage.content : question));
-    var attached = (turn.files || []).length;
-    if (attached) mine.appendChild(el("p", "bubble__files muted small", attached + " file" + (attached === 1 ? "" : "s") + " attached"));
-    article.appendChild(mine);
-
-    // Group the agent calls by alias: an agent that used a tool made several calls.
-    var usage = turn.usage || [];
-    var tools = turn.tool_calls || [];
-    var seen = {};
-    messages.forEach(function (message) {
-      if (message.role !== "assistant") return;
-      var alias = message.model_alias;
-      var bubble = el("div", "bubble bubble--assistant");
-      bubble.setAttribute("data-testid", "answer");
-      bubble.dataset.model = alias;
-      var bhead = el("div", "bubble__head");
-      bhead.appendChild(el("span", "bubble__who", alias));
-      var calls = seen[alias] ? [] : usage.filter(function (u) { return u.purpose === "agent" && u.model_alias === alias; });
-      if (calls.length) bhead.appendChild(el("span", "muted small mono", calls[0].provider_model));
-      bubble.appendChild(bhead);
-      bubble.appendChild(el("div", "bubble__body", message.content));
-
-      var myTools = seen[alias] ? [] : tools.filter(function (t) { return t.model_alias === alias; });
-      if (myTools.length) {
-        var list = el("ul", "tool-calls");
-        list.setAttribute("aria-label", "Tools used");
-        myTools.forEach(function (t) { list.appendChild(toolItem(t)); });
-        bubble.appendChild(list);
-      }
-      seen[alias] = true;
-
-      var cost = el("p", "bubble__cost");
-      cost.setAttribute("data-testid", "answer-cost");
-      var inTokens = 0, outTokens = 0;
-      calls.forEach(function (c) { inTokens += c.input_tokens; outTokens += c.output_tokens; });
-      cost.appendChild(el("span", null, inTokens + " in · " + outTokens + " out tokens"));
-      if (calls.length > 1) cost.appendChild(el("span", null, calls.length + " calls"));
-      if (calls.length) cost.appendChild(el("span", null, "×" + formatMultiplier(calls[0].multiplier)));
-      var credits = el("span");
-      var strong = el("strong", null, sumCredits(calls.map(function (c) { return c.credits_burned; })));
-      strong.setAttribute("data-testid", "answer-credits");
-      credits.appendChild(strong);
-      credits.appendChild(document.createTextNode(" credits"));
-      cost.appendChild(credits);
-      bubble.appendChild(cost);
-      article.appendChild(bubble);
-    });
-
-    var meta = el("div", "turn-meta");
-    usage.forEach(function (u) {
-      if (u.purpose === "agent" && seen[u.model_alias]) return;
-      var label = (u.purpose === "manager" ? "routing" : u.purpose) + " by " + u.model_alias + " · " +
-        u.input_tokens + " in · " + u.output_tokens + " out · " + (u.metered ? u.credits_burned + " credits" : "unmetered");
-      var tag = el("span", "tag " + (u.metered ? "tag--agent" : "tag--unmetered"), label);
-      tag.setAttribute("data-testid", u.purpose + "-call");
-      meta.appendChild(tag);
-    });
-    var orphanTools = tools.filter(function (t) { return !seen[t.model_alias]; });
-    if (orphanTools.length) {
-      var olist = el("ul", "tool-calls");
-      olist.setAttribute("aria-label", "Tools used");
-      orphanTools.forEach(function (t) { olist.appendChild(toolItem(t)); });
-      meta.appendChild(olist);
+    mine.appendChild(el("div", "bubble__body", content));
+    if (files.length) {
+      var list = el("ul", "bubble__files");
+      list.setAttribute("aria-label", "Attached files");
+      Array.prototype.forEach.call(files, function (f) { list.appendChild(el("li", "tag tag--file", f.name)); });
+      mine.appendChild(list);
     }
-    var total = el("span", "turn-total");
-    total.setAttribute("data-testid", "turn-total");
-    total.appendChild(document.createTextNode("Turn total: "));
-    total.appendChild(el("strong", null, turn.credits_burned));
-    total.appendChild(document.createTextNode(" credits"));
-    meta.appendChild(total);
-    article.appendChild(meta);
+    article.appendChild(mine);
+    var answers = el("div", "answers");
+    answers.setAttribute("data-testid", "streaming-answers");
+    var waiting = el("p", "answers__waiting muted small", "Waiting for the agents…");
+    answers.appendChild(waiting);
+    article.appendChild(answers);
 
     var empty = document.getElementById("conversation-empty");
     if (empty) empty.remove();
     conversation.appendChild(article);
-    article.scrollIntoView({ block: "start", behavior: prefersReducedMotion() ? "auto" : "smooth" });
+    article.scrollIntoView({ block: "nearest", behavior: prefersReducedMotion() ? "auto" : "smooth" });
+    return {
+      content: content, fileSignature: fileSignature(files), article: article, answers: answers, waiting: waiting,
+      bubbles: Object.create(null), key: null, final: null, stopping: false,
+    };
+  }
+
+  function bubbleFor(current, alias) {
+    alias = String(alias || "");
+    var found = current.bubbles[alias];
+    if (found) return found;
+    if (current.waiting) {
+      current.waiting.remove();
+      current.waiting = null;
+    }
+    var bubble = el("div", "bubble bubble--assistant bubble--streaming");
+    bubble.setAttribute("data-testid", "streaming-answer");
+    bubble.dataset.model = alias;
+    var head = el("div", "bubble__head");
+    head.appendChild(el("span", "bubble__who", alias));
+    var state = el("span", "bubble__state muted small", "writing…");
+    head.appendChild(state);
+    bubble.appendChild(head);
+    var body = el("div", "bubble__body");
+    var text = document.createTextNode("");
+    body.appendChild(text);
+    bubble.appendChild(body);
+    current.answers.appendChild(bubble);
+    found = { bubble: bubble, text: text, state: state };
+    current.bubbles[alias] = found;
+    return found;
+  }
+
+  // Figures exactly as the server sent them (strings and integers), no arithmetic.
+  function agentDone(found, data) {
+    found.bubble.classList.remove("bubble--streaming");
+    found.bubble.classList.add("bubble--done");
+    found.state.textContent = "done · " + data.input_tokens + " in · " + data.output_tokens + " out · " +
+      data.credits_burned + " credits";
+  }
+
+  function discardRun(current) {
+    if (current.article.parentNode) current.article.remove();
+  }
+
+  function statusLine(turn) {
+    var burned = "This turn burned " + turn.credits_burned + " credits";
+    if (turn.status === "cancelled") return "Stopped. " + burned + " for what ran; balance " + turn.balance + ".";
+    if (turn.status === "failed") return "Something failed. " + burned + " for what ran; balance " + turn.balance + ".";
+    return "Answered. " + burned + "; balance " + turn.balance + ".";
+  }
+
+  // The final `turn` event (or a JSON 201): swap the bubbles for the server's rendering of the turn.
+  function finishTurn(current, turn) {
+    pending = null; // answered (or replayed): a new message gets a new key
+    // Empty the composer unless the user has started on the next message meanwhile.
+    if (textarea.value.trim() === current.content) textarea.value = "";
+    if (fileInput && fileSignature(fileInput.files) === current.fileSignature) fileInput.value = "";
+    updateBalance(turn.balance);
+    return fetch(fragmentsUrl + encodeURIComponent(turn.id) + "/", {
+      credentials: "same-origin",
+      headers: { Accept: "text/html" },
+    }).then(function (response) {
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      return response.text();
+    }).then(function (html) {
+      var template = document.createElement("template");
+      template.innerHTML = html.trim();
+      current.article.replaceWith(template.content);
+      statusBox.textContent = statusLine(turn);
+    }, function () {
+      current.article.setAttribute("aria-busy", "false");
+      statusBox.textContent = statusLine(turn);
+      showError("The answer was saved, but it could not be shown with its costs. Reload the page to see it.");
+    });
+  }
+
+  function handleEvent(current, name, text) {
+    var data;
+    try { data = JSON.parse(text); } catch (e) { return false; }
+    if (!data || typeof data !== "object") return false;
+    switch (name) {
+      case "routing":
+        (data.agents || []).forEach(function (alias) { bubbleFor(current, alias); });
+        if (!current.stopping) statusBox.textContent = "The agents are answering…";
+        return false;
+      case "delta":
+        bubbleFor(current, data.model_alias).text.appendData(String(data.text || ""));
+        return false;
+      case "agent_done":
+        agentDone(bubbleFor(current, data.model_alias), data);
+        return false;
+      case "turn":
+        current.final = finishTurn(current, data);
+        return true;
+      case "error":
+        // Nothing was recorded: the message stays in the box, and Send retries with the same key.
+        discardRun(current);
+        statusBox.textContent = "";
+        var status = Object.prototype.hasOwnProperty.call(STATUS_OF_CODE, data.code) ? STATUS_OF_CODE[data.code] : 0;
+        showError(status ? errorMessage(status, { detail: data.message })
+          : (data.message || "The answer could not be finished.") + " Press Send to try again; you will not be charged twice.");
+        current.final = Promise.resolve();
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  function stop() {
+    var current = run;
+    if (!current || !current.key || current.final || current.stopping) return;
+    current.stopping = true;
+    stopButton.disabled = true;
+    stopButton.textContent = "Stopping…";
+    statusBox.textContent = "Stopping… the agents end here, and only what ran is charged.";
+    // The stream stays open: the server ends it with the cancelled turn.
+    fetch(cancelUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken },
+      body: JSON.stringify({ idempotency_key: current.key }),
+    }).then(function (response) {
+      if (!response.ok) throw new Error("HTTP " + response.status);
+    }).catch(function () {
+      // Not stopped (the turn was not running yet, or the request failed): Stop can be pressed again.
+      if (run === current && !current.final) {
+        current.stopping = false;
+        stopButton.disabled = false;
+        stopButton.textContent = "Stop";
+      }
+    });
   }
 
   function updateBalance(balance) {
@@ -281,6 +391,20 @@
       void pill.offsetWidth; // restart the highlight animation
       pill.classList.add("is-updated");
     }
+  }
+
+  function postTurn(json, key, accept) {
+    return fetch(turnsUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: {
+        "Content-Type": "application/json",
+        Accept: accept,
+        "X-CSRFToken": csrfToken,
+        "Idempotency-Key": key,
+      },
+      body: json,
+    });
   }
 
   function submit() {
@@ -301,6 +425,7 @@
     var signature = fileSignature(files);
     setBusy(true);
     statusBox.textContent = "Sending…";
+    var current = run = startRun(content, files);
 
     var fileIds = pending && pending.content === content && pending.alias === alias && pending.fileSignature === signature
       ? Promise.resolve(pending.fileIds)
@@ -314,42 +439,53 @@
       if (!pending || pending.json !== json) {
         pending = { key: newKey(), json: json, content: content, alias: alias, fileSignature: signature, fileIds: ids };
       }
+      current.key = pending.key;
       setBusy(true, "Thinking…");
-      statusBox.textContent = "The agents are answering…";
-      return fetch(turnsUrl, {
-        method: "POST",
-        credentials: "same-origin",
-        headers: {
-          "Content-Type": "application/json",
-          Accept: "application/json",
-          "X-CSRFToken": csrfToken,
-          "Idempotency-Key": pending.key,
-        },
-        body: json,
+      showStop(true);
+      statusBox.textContent = "Waiting for the agents…";
+      var key = pending.key;
+      return postTurn(json, key, "text/event-stream").then(function (response) {
+        // A server that cannot stream yet (mid-deploy) refuses the event stream before running
+        // anything: ask it for the JSON answer instead, under the same key.
+        return response.status === 406 ? postTurn(json, key, "application/json") : response;
       }).then(function (response) {
-        return readJson(response).then(function (data) {
-          if (response.ok && data) {
-            pending = null;
-            renderTurn(data, content);
-            updateBalance(data.balance);
-            textarea.value = "";
-            if (fileInput) fileInput.value = "";
-            statusBox.textContent = "Answered. This turn burned " + data.credits_burned + " credits; balance " + data.balance + ".";
-            return;
+        if (!response.ok) {
+          // Refused before the stream started: ordinary JSON {error, detail}.
+          return readJson(response).then(function (data) {
+            discardRun(current);
+            // A 402 carries the wallet's real balance: show it in the header too.
+            if (response.status === 402 && data) updateBalance(data.balance);
+            // A refusal that will not change on retry starts a fresh submission next time.
+            if ([400, 402, 404, 413, 415].indexOf(response.status) !== -1) pending = null;
+            statusBox.textContent = "";
+            showError(errorMessage(response.status, data));
+          });
+        }
+        var type = response.headers.get("Content-Type") || "";
+        if (type.indexOf("text/event-stream") === -1) {
+          // The JSON answer is the same body as the `turn` event.
+          return readJson(response).then(function (data) { return finishTurn(current, data || {}); });
+        }
+        return readEvents(response.body, function (name, data) {
+          return handleEvent(current, name, data);
+        }).then(function () {
+          if (!current.final) {
+            var lost = new Error("stream ended early");
+            lost.lost = true;
+            throw lost;
           }
-          // A 402 carries the wallet's real balance: show it in the header too.
-          if (response.status === 402 && data) updateBalance(data.balance);
-          // A refusal that will not change on retry starts a fresh submission next time.
-          if ([400, 402, 404, 413, 415].indexOf(response.status) !== -1) pending = null;
-          statusBox.textContent = "";
-          showError(errorMessage(response.status, data));
+          return current.final;
         });
       });
     }).catch(function (error) {
+      discardRun(current);
       statusBox.textContent = "";
       showError(error && error.handled ? error.message
-        : "Could not reach Pantheon. Check your connection and press Send again; you will not be charged twice.");
+        : (error && error.lost ? "The connection closed before the answer finished."
+          : "Could not reach Pantheon.") +
+          " Check your connection and press Send again; you will not be charged twice.");
     }).then(function () {
+      if (run === current) run = null;
       setBusy(false);
       // Back to the message box for the next question, without jumping away from the answer.
       textarea.focus({ preventScroll: true });
@@ -360,13 +496,14 @@
     return window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches;
   }
 
-  // Open a conversation at its latest turn, with the message box in view.
-  if (conversation.querySelector(".turn")) form.scrollIntoView({ block: "end" });
+  // Open a conversation at its latest turn, with the message box in view (unless a link named a turn).
+  if (!window.location.hash && conversation.querySelector(".turn")) form.scrollIntoView({ block: "end" });
 
   form.addEventListener("submit", function (event) {
     event.preventDefault();
     submit();
   });
+  stopButton.addEventListener("click", stop);
   textarea.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
       event.preventDefault();

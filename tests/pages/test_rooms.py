@@ -150,6 +150,31 @@ def test_chat_page_escapes_model_output(client):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
+def test_chat_page_renders_answers_as_markdown_and_questions_as_text(client):
+    user = UserFactory()
+    room = RoomFactory(owner=user)
+    turn = TurnFactory(room=room, content="Give me **a table**")
+    Message.objects.create(turn=turn, position=0, role="user", content="Give me **a table**")
+    Message.objects.create(
+        turn=turn,
+        position=1,
+        role="assistant",
+        model_alias="gpt-4o",
+        content=(
+            "**Sure**:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```\nx < y\n```\n\n<img src=x onerror=alert(1)>"
+        ),
+    )
+    client.force_login(user)
+    html = client.get(f"/rooms/{room.pk}/").content.decode()
+    answer = html[html.index('data-testid="answer-body"') :]
+    assert "<strong>Sure</strong>" in answer
+    assert "<td>1</td>" in answer
+    assert "<pre><code>x &lt; y\n</code></pre>" in answer
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in answer
+    # What the user typed is shown as typed, never rendered.
+    assert '<div class="bubble__body">Give me **a table**</div>' in html
+
+
 def test_create_room_shows_the_room_services_refusal(client, settings):
     settings.MAX_AGENTS_PER_ROOM = 1
     user = UserFactory()
