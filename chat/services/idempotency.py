@@ -82,6 +82,13 @@ def key_reserve(
         delay = min(delay * 2, 0.25)
 
 
+def key_has_response(*, user_id: int, key: str, fingerprint: str) -> bool:
+    """Whether `key` already holds the finished response to this same request (a replay)."""
+    return TurnIdempotencyKey.objects.filter(
+        user_id=user_id, key=key, request_fingerprint=fingerprint, status=TurnIdempotencyKey.Status.DONE
+    ).exists()
+
+
 def _take_over(row: TurnIdempotencyKey, lease: datetime) -> bool:
     taken = TurnIdempotencyKey.objects.filter(
         pk=row.pk, status=TurnIdempotencyKey.Status.PENDING, locked_until=row.locked_until

@@ -43,7 +43,14 @@ from chat.llm.agent import AgentProgress, TurnCancelled
 from chat.mentions import parse_mentions
 from chat.models import Message, ToolCallEvent, Turn, UploadedFile
 from chat.services import cancellation
-from chat.services.idempotency import Reservation, ReservationLost, key_complete, key_release, key_reserve
+from chat.services.idempotency import (
+    Reservation,
+    ReservationLost,
+    key_complete,
+    key_has_response,
+    key_release,
+    key_reserve,
+)
 from chat.tools import tools_for_turn
 from chat.tools.base import storable_values
 from chat.values import TurnContext
@@ -457,6 +464,17 @@ def _prompt(request: TurnRequest) -> str:
     return llm.user_prompt(request.content, attachments)
 
 
+def _gate(user: User, request: TurnRequest) -> None:
+    """CREDIT_ENFORCEMENT=enforce: refuse (402) a turn the wallet cannot cover, before any model runs."""
+    history = request.context.history
+    usage_gate(
+        user_id=user.pk,
+        model_aliases=request.named_agents or request.context.agents,
+        input_tokens=llm.count_tokens(_prompt(request))
+        + sum(llm.count_tokens(line.content) for line in history),
+    )
+
+
 def _run_turn(
     *,
     user: User,
@@ -466,12 +484,7 @@ def _run_turn(
     emit: Emit,
 ) -> TurnOutcome:
     prompt = _prompt(request)
-    history = request.context.history
-    usage_gate(
-        user_id=user.pk,
-        model_aliases=request.named_agents or request.context.agents,
-        input_tokens=llm.count_tokens(prompt) + sum(llm.count_tokens(line.content) for line in history),
-    )
+    _gate(user, request)
     # Nothing below needs the database until the commit: the connection goes back to the pool.
     release_connection()
     ran = _TurnRun(
@@ -675,6 +688,11 @@ def turn_stream(
     except Exception as exc:
         logger.info("turn failed user=%s room=%s error=%s latency_ms=0", user.pk, room_id, type(exc).__name__)
         raise
+    if idempotency_key is None or not key_has_response(
+        user_id=user.pk, key=idempotency_key, fingerprint=request.fingerprint
+    ):
+        # A refusal is a plain 402 before the stream starts (a replay is never refused).
+        _gate(user, request)
     stream = TurnStream(user=user, request=request, key=idempotency_key)
     release_connection()  # the request thread only relays events from here on
     return stream.start()

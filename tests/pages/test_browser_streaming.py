@@ -94,7 +94,7 @@ def test_two_agents_stream_side_by_side_then_the_rendered_turn(
             ),
         )
 
-        page.fill("#composer-content", "Compare your answers: why do primes matter?")
+        page.fill("#composer-content", "@all Compare your answers: why do primes matter?")
         sent_at = time.monotonic()
         page.click("#composer-send")
         pending = page.locator('[data-testid="pending-turn"]')
