@@ -5,6 +5,7 @@ used by the API through `billing.selectors`. Each rule stated in PRODUCT.md is
 also a database constraint, so no code path (admin, shell, raw ORM) can break it.
 """
 
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -179,6 +180,9 @@ class CreditWallet(models.Model):
     # Running totals kept in the same UPDATE as the balance, for a cheap wallet read.
     lifetime_granted = credits_field(default=0)
     lifetime_burned = credits_field(default=0)
+    # Credits reserved by active holds (enforce mode); always equals the sum of the active holds.
+    # `balance - held` is what a new turn may reserve.
+    held = credits_field(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -188,10 +192,60 @@ class CreditWallet(models.Model):
                 condition=Q(lifetime_granted__gte=0) & Q(lifetime_burned__gte=0),
                 name="billing_wallet_lifetime_non_negative",
             ),
+            models.CheckConstraint(condition=Q(held__gte=0), name="billing_wallet_held_non_negative"),
         ]
 
     def __str__(self) -> str:
         return f"wallet of {self.user} ({self.balance})"
+
+    @property
+    def available(self) -> Decimal:
+        return self.balance - self.held
+
+
+class CreditHold(models.Model):
+    """Credits reserved for one turn in enforce mode (a pending transfer, not a ledger row).
+
+    Placed `active` for the most the turn can cost, then closed exactly once:
+    `settled` by the turn's commit (which debits the real cost), or `released`
+    (the turn failed before any model ran, or the hold's lease expired because
+    its worker died). The wallet's `held` column moves with every change.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        SETTLED = "settled"
+        RELEASED = "released"
+
+    # Indexed by billing_hold_wallet_active (wallet, status, expires_at).
+    wallet = models.ForeignKey(CreditWallet, on_delete=models.PROTECT, related_name="holds", db_index=False)
+    # The most the turn can cost, reserved against the balance.
+    amount = credits_field()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    # An active hold past this moment belongs to a dead worker and is released.
+    expires_at = models.DateTimeField()
+    description = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["wallet", "status", "expires_at"], name="billing_hold_wallet_active"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="billing_hold_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(status__in=["active", "settled", "released"]), name="billing_hold_status"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="active", closed_at__isnull=True)
+                | (~Q(status="active") & Q(closed_at__isnull=False)),
+                name="billing_hold_closed_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"hold {self.pk} {self.status} {self.amount}"
 
 
 class CreditTransaction(models.Model):

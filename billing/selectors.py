@@ -12,10 +12,19 @@ from django.db.models import Count, DecimalField, F, OuterRef, Q, QuerySet, Subq
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from accounts.models import User
+
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
 
-from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingVersion, UsageEvent
+from billing.models import (
+    CreditHold,
+    CreditTransaction,
+    CreditWallet,
+    ModelPricing,
+    PricingVersion,
+    UsageEvent,
+)
 
 ZERO = Value(Decimal(0), output_field=DecimalField(max_digits=20, decimal_places=4))
 
@@ -39,7 +48,14 @@ def wallets_with_ledger_totals():
     newest = (
         CreditTransaction.objects.filter(wallet=OuterRef("pk")).order_by("-id").values("balance_after")[:1]
     )
+    active_holds = (
+        CreditHold.objects.filter(wallet=OuterRef("pk"), status=CreditHold.Status.ACTIVE)
+        .values("wallet")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
     return CreditWallet.objects.annotate(
+        holds_total=Coalesce(Subquery(active_holds), ZERO),
         ledger_total=Coalesce(Sum("transactions__amount"), ZERO),
         ledger_granted=Coalesce(Sum("transactions__amount", filter=Q(transactions__kind="grant")), ZERO),
         ledger_burned=Coalesce(Sum("transactions__amount", filter=Q(transactions__kind="debit")), ZERO),
@@ -48,6 +64,7 @@ def wallets_with_ledger_totals():
 
 
 class LedgerTotals(TypedDict):
+    holds_total: Decimal
     ledger_total: Decimal
     ledger_granted: Decimal
     ledger_burned: Decimal
@@ -72,6 +89,8 @@ def wallet_drifts(wallet: WithAnnotations[CreditWallet, LedgerTotals]) -> list[W
         add("lifetime_granted != sum of grants", wallet.ledger_granted, wallet.lifetime_granted)
     if wallet.lifetime_burned != -wallet.ledger_burned:
         add("lifetime_burned != sum of debits", -wallet.ledger_burned, wallet.lifetime_burned)
+    if wallet.held != wallet.holds_total:
+        add("held != sum of active holds", wallet.holds_total, wallet.held)
     return drifts
 
 
@@ -293,3 +312,8 @@ def pricing_get(*, model_alias: str) -> ModelPricing | None:
         .select_related("pricing_version")
         .first()
     )
+
+
+def holds_active(*, user: User) -> QuerySet[CreditHold]:
+    """The user's active holds, newest first (expired ones included until they are released)."""
+    return CreditHold.objects.filter(wallet__user_id=user.pk, status=CreditHold.Status.ACTIVE).order_by("-id")

@@ -240,6 +240,9 @@ CREDITS_PER_1K_TOKENS = Decimal(env("CREDITS_PER_1K_TOKENS", default="1"))
 CREDIT_ENFORCEMENT = env("CREDIT_ENFORCEMENT", default="observe")
 if CREDIT_ENFORCEMENT not in ("observe", "enforce"):
     raise ImproperlyConfigured("CREDIT_ENFORCEMENT must be 'observe' or 'enforce'.")
+if CREDIT_ENFORCEMENT == "enforce" and "postgresql" not in DATABASES["default"]["ENGINE"]:
+    # Credit holds are placed and settled by single PostgreSQL statements (billing.services.holds).
+    raise ImproperlyConfigured("CREDIT_ENFORCEMENT=enforce needs PostgreSQL (DATABASE_URL=postgres://…).")
 ALLOW_SIGNUP = env.bool("ALLOW_SIGNUP", default=True)
 # Seconds between the safety-net checks that the multiplier cache is current.
 PRICING_VERSION_CHECK_SECONDS = env.float("PRICING_VERSION_CHECK_SECONDS", default=5.0)
@@ -291,8 +294,19 @@ TURN_CANCEL_GRACE_SECONDS = env.float("TURN_CANCEL_GRACE_SECONDS", default=0.5)
 TURN_STREAM_HEARTBEAT_SECONDS = env.float("TURN_STREAM_HEARTBEAT_SECONDS", default=1.0)
 # Earlier turns given to the agents as context (one query, whatever the room's length).
 CHAT_HISTORY_TURNS = env.int("CHAT_HISTORY_TURNS", default=10)
-# Output tokens assumed per agent call when CREDIT_ENFORCEMENT=enforce estimates a turn.
-CREDIT_ESTIMATE_OUTPUT_TOKENS = env.int("CREDIT_ESTIMATE_OUTPUT_TOKENS", default=1000)
+# Every provider call is made with max_tokens = this, so a turn's hold (and its quote's high end)
+# is a true upper bound of its cost.
+CREDIT_HOLD_OUTPUT_TOKENS = env.int("CREDIT_HOLD_OUTPUT_TOKENS", default=1000)
+# The quote's low end assumes no tool rounds and an answer of this many tokens (a typical chat reply).
+CREDIT_QUOTE_TYPICAL_OUTPUT_TOKENS = env.int("CREDIT_QUOTE_TYPICAL_OUTPUT_TOKENS", default=300)
+# An active hold whose worker died is released after this many seconds (longer than any turn:
+# GUNICORN_TIMEOUT is 180).
+HOLD_LEASE_SECONDS = env.int("HOLD_LEASE_SECONDS", default=300)
+# Tool results a model may read per tool round, in tokens of its tokenizer, on top of the
+# attached files' text (web search results, files read by id); over it a result is cut.
+CHAT_TOOL_RESULT_TOKENS = env.int("CHAT_TOOL_RESULT_TOKENS", default=4000)
+# Tool calls run per agent step; a reply asking for more runs only the first ones.
+CHAT_MAX_TOOL_CALLS_PER_STEP = env.int("CHAT_MAX_TOOL_CALLS_PER_STEP", default=8)
 # Idempotency-Key: a reservation whose worker died is taken over after the lease;
 # a duplicate waits this long for the first request before answering 409.
 IDEMPOTENCY_LEASE_SECONDS = env.int("IDEMPOTENCY_LEASE_SECONDS", default=300)

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from billing import services
-from billing.models import CreditTransaction, CreditWallet, ModelPricing
+from billing.models import CreditHold, CreditTransaction, CreditWallet, ModelPricing
 
 # OpenAPI for a multiplier in a request: a decimal string, or a JSON number read exactly.
 MULTIPLIER_SCHEMA = {
@@ -19,9 +19,23 @@ MULTIPLIER_SCHEMA = {
 
 
 class WalletSerializer(serializers.ModelSerializer):
+    available = serializers.DecimalField(
+        max_digits=20,
+        decimal_places=4,
+        read_only=True,
+        help_text="balance − held: what a new turn may reserve (enforce mode).",
+    )
+
     class Meta:
         model = CreditWallet
-        fields = ["balance", "lifetime_granted", "lifetime_burned", "updated_at"]
+        fields = ["balance", "held", "available", "lifetime_granted", "lifetime_burned", "updated_at"]
+        read_only_fields = fields
+
+
+class HoldSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = CreditHold
+        fields = ["id", "amount", "status", "description", "created_at", "expires_at"]
         read_only_fields = fields
 
 

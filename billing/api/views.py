@@ -32,6 +32,7 @@ from billing.api import pagination
 from billing.api.serializers import (
     MULTIPLIER_SCHEMA,
     USAGE_CSV_COLUMNS,
+    HoldSerializer,
     PricingListSerializer,
     PricingModelSerializer,
     PricingPatchSerializer,
@@ -154,6 +155,23 @@ class WalletView(APIView):
     def get(self, request: SignedInRequest) -> Response:
         wallet = services.wallet_get_or_create(user=request.user)
         return Response(WalletSerializer(wallet).data)
+
+
+class HoldListView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="users_me_holds",
+        tags=["billing"],
+        summary="Your active credit holds",
+        description=(
+            "In enforce mode each running turn reserves the most it can cost; the hold is settled "
+            "(debited at the real cost) or released when the turn ends. Holds are not ledger rows."
+        ),
+        responses={200: HoldSerializer(many=True), **ERRORS_401},
+    )
+    def get(self, request: SignedInRequest) -> Response:
+        return Response(HoldSerializer(selectors.holds_active(user=request.user), many=True).data)
 
 
 class JSONOnlyNegotiationMixin:

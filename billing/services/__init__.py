@@ -3,11 +3,18 @@
 - `ledger`: wallets and the append-only ledger (grant, debit, refund, adjust);
 - `pricing`: multiplier edits, audited and announced after commit;
 - `usage`: metering — which calls are charged, pricing them at commit, writing
-  usage rows with their debits, and the enforce-mode gate.
+  usage rows with their debits (settling the turn's hold), the most calls can cost;
+- `holds`: enforce-mode credit holds, placed before a turn, settled or released once.
 
 The names below are billing's public write API; other apps import them from here.
 """
 
+from billing.services.holds import (
+    InsufficientCredits,
+    hold_place,
+    hold_release,
+    holds_release_expired,
+)
 from billing.services.ledger import (
     CREDIT_QUANTUM,
     MAX_CREDITS,
@@ -35,13 +42,12 @@ from billing.services.pricing import (
     pricing_update_multiplier,
 )
 from billing.services.usage import (
+    CallBound,
     CallRecord,
-    InsufficientCredits,
     PricedUsage,
     RecordedUsage,
     is_metered,
-    usage_estimate,
-    usage_gate,
+    usage_bound,
     usage_price,
     usage_record,
 )
@@ -52,6 +58,7 @@ __all__ = [
     "MULTIPLIER_MAX",
     "MULTIPLIER_QUANTUM",
     "PRICING_EDIT_LOCK_KEY",
+    "CallBound",
     "CallRecord",
     "DebitLine",
     "IdempotencyConflict",
@@ -63,12 +70,14 @@ __all__ = [
     "RecordedUsage",
     "beta_grant_key",
     "credits_from_db",
+    "hold_place",
+    "hold_release",
+    "holds_release_expired",
     "is_metered",
     "parse_credits",
     "parse_multiplier",
     "pricing_update_multiplier",
-    "usage_estimate",
-    "usage_gate",
+    "usage_bound",
     "usage_price",
     "usage_record",
     "wallet_adjust",

@@ -15,7 +15,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from billing.models import CreditTransaction, CreditWallet
+from billing.models import CreditHold, CreditTransaction, CreditWallet
 from pantheon.errors import AppError
 
 CREDIT_QUANTUM = Decimal("0.0001")
@@ -62,26 +62,32 @@ def _apply_to_wallet(
     delta: Decimal,
     granted: Decimal,
     burned: Decimal,
+    settle_hold_id: int | None = None,
     now: datetime | None = None,
 ) -> tuple[int, Decimal] | None:
     """Change the balance of the wallet with this id (or of this user) in place.
 
-    Returns (wallet id, balance after), or None when there is no such wallet.
-    The row stays locked until the caller's transaction commits.
+    With `settle_hold_id` the same statement settles that hold (if still active)
+    and takes its amount out of `held` (PostgreSQL: enforce mode). Returns
+    (wallet id, balance after), or None when there is no such wallet. The row
+    stays locked until the caller's transaction commits.
     """
     column, value = ("id", wallet_id) if wallet_id is not None else ("user_id", user_id)
+    moment = connection.ops.adapt_datetimefield_value(now or timezone.now())
+    settle, unheld, settle_params = "", "", []
+    if settle_hold_id is not None:
+        settle = (
+            f"WITH settled AS (UPDATE {CreditHold._meta.db_table} SET status = 'settled', closed_at = %s "
+            "WHERE id = %s AND status = 'active' RETURNING amount) "
+        )
+        unheld = "held = held - COALESCE((SELECT amount FROM settled), 0), "
+        settle_params = [moment, settle_hold_id]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {CreditWallet._meta.db_table} SET balance = balance + %s, "
+            f"{settle}UPDATE {CreditWallet._meta.db_table} SET balance = balance + %s, "
             "lifetime_granted = lifetime_granted + %s, lifetime_burned = lifetime_burned + %s, "
-            f"updated_at = %s WHERE {column} = %s RETURNING id, balance",
-            [
-                delta,
-                granted,
-                burned,
-                connection.ops.adapt_datetimefield_value(now or timezone.now()),
-                value,
-            ],
+            f"{unheld}updated_at = %s WHERE {column} = %s RETURNING id, balance",
+            [*settle_params, delta, granted, burned, moment, value],
         )
         row = cursor.fetchone()
     return None if row is None else (row[0], credits_from_db(row[1]))
@@ -236,7 +242,11 @@ class DebitLine:
 
 
 def wallet_debit_many(
-    *, wallet_id: int | None = None, user_id: int | None = None, lines: list[DebitLine]
+    *,
+    wallet_id: int | None = None,
+    user_id: int | None = None,
+    lines: list[DebitLine],
+    settle_hold_id: int | None = None,
 ) -> list[CreditTransaction]:
     """Several debits (one per metered call of a turn) with one wallet UPDATE.
 
@@ -255,11 +265,18 @@ def wallet_debit_many(
     # wallet row is locked; any failure here fails the caller's whole transaction anyway.
     with transaction.atomic(savepoint=False):
         applied = _apply_to_wallet(
-            wallet_id=wallet_id, user_id=user_id, delta=-total, granted=Decimal(0), burned=total
+            wallet_id=wallet_id,
+            user_id=user_id,
+            delta=-total,
+            granted=Decimal(0),
+            burned=total,
+            settle_hold_id=settle_hold_id,
         )
         if applied is None and wallet_id is None and user_id is not None:
             wallet_create(user_id=user_id)
-            applied = _apply_to_wallet(user_id=user_id, delta=-total, granted=Decimal(0), burned=total)
+            applied = _apply_to_wallet(
+                user_id=user_id, delta=-total, granted=Decimal(0), burned=total, settle_hold_id=settle_hold_id
+            )
         if applied is None:
             named = f"wallet {wallet_id}" if wallet_id is not None else f"the wallet of user {user_id}"
             raise LedgerError(f"{named} does not exist")
@@ -279,6 +296,16 @@ def wallet_debit_many(
                 )
             )
         return CreditTransaction.objects.bulk_create(rows)
+
+
+def wallet_settle_hold(*, user_id: int, hold_id: int) -> Decimal:
+    """Settle the hold of a turn that cost nothing; returns the balance. In the turn's transaction."""
+    applied = _apply_to_wallet(
+        user_id=user_id, delta=Decimal(0), granted=Decimal(0), burned=Decimal(0), settle_hold_id=hold_id
+    )
+    if applied is None:
+        raise LedgerError(f"the wallet of user {user_id} does not exist")
+    return applied[1]
 
 
 def beta_grant_key(user_id: int) -> str:

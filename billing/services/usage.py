@@ -9,17 +9,18 @@ metered call, the wallet row last.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import transaction
 
 from billing.meter import credits_for, get_pricing_snapshot
-from billing.models import CreditWallet, UsageEvent
-from billing.services.ledger import DebitLine, wallet_create, wallet_debit_many
-from pantheon.errors import AppError
+from billing.models import CreditHold, CreditWallet, UsageEvent
+from billing.services.ledger import DebitLine, wallet_create, wallet_debit_many, wallet_settle_hold
+
+logger = logging.getLogger(__name__)
 
 UNMETERED_PURPOSES = frozenset({UsageEvent.Purpose.MANAGER})
 
@@ -87,8 +88,10 @@ def usage_price(*, calls: Iterable[CallRecord]) -> PricedUsage:
     return PricedUsage(events=events)
 
 
-def usage_record(*, user_id: int, room_id: int, turn_id: int, priced: PricedUsage) -> RecordedUsage:
-    """Write a turn's usage rows and debit the wallet once per charged call.
+def usage_record(
+    *, user_id: int, room_id: int, turn_id: int, priced: PricedUsage, hold: CreditHold | None = None
+) -> RecordedUsage:
+    """Write a turn's usage rows and debit the wallet once per charged call; settle its hold.
 
     Runs inside the caller's transaction (the turn's), and should be its last
     write: the wallet row is locked from its UPDATE until that transaction
@@ -110,50 +113,47 @@ def usage_record(*, user_id: int, room_id: int, turn_id: int, priced: PricedUsag
         for event in events
         if event.metered and event.credits_burned > 0  # a debit is strictly negative: 0 credits, no row
     ]
+    if hold is not None and priced.credits_burned > hold.amount:
+        # Possible only if a provider wrote past max_tokens or counted more than our tokenizer.
+        logger.warning(
+            "hold overdraft hold=%s user=%s turn=%s held=%s charged=%s",
+            hold.pk,
+            user_id,
+            turn_id,
+            hold.amount,
+            priced.credits_burned,
+        )
+    settle_hold_id = hold.pk if hold is not None else None
     if lines:
-        balance = wallet_debit_many(user_id=user_id, lines=lines)[-1].balance_after
+        balance = wallet_debit_many(user_id=user_id, lines=lines, settle_hold_id=settle_hold_id)[
+            -1
+        ].balance_after
+    elif settle_hold_id is not None:
+        balance = wallet_settle_hold(user_id=user_id, hold_id=settle_hold_id)
     else:
         found = CreditWallet.objects.filter(user_id=user_id).values_list("balance", flat=True).first()
         balance = found if found is not None else wallet_create(user_id=user_id).balance
     return RecordedUsage(events=events, balance=balance)
 
 
-class InsufficientCredits(AppError):
-    status_code = 402
-    code = "insufficient_credits"
+@dataclass(frozen=True)
+class CallBound:
+    """The most one model call of a turn can cost: its input and its output cap, in tokens."""
 
-    def __init__(self, *, balance: Decimal, estimated_credits: Decimal) -> None:
-        super().__init__(
-            f"The wallet balance {balance} cannot cover this turn's estimated {estimated_credits} credits.",
-            balance=str(balance),
-            estimated_credits=str(estimated_credits),
-        )
+    model_alias: str
+    purpose: str
+    input_tokens: int
+    output_tokens: int
 
 
-def usage_estimate(*, model_aliases: Sequence[str], input_tokens: int, output_tokens: int) -> Decimal:
-    """An upper-bound guess of a turn's cost: each of these agents reads `input_tokens` and
-    writes `output_tokens`."""
+def usage_bound(*, bounds: Iterable[CallBound]) -> Decimal:
+    """Credits the calls would cost at most, priced like `usage_price` (unmetered calls cost 0)."""
     snapshot = get_pricing_snapshot()
     return sum(
-        (credits_for(input_tokens, output_tokens, snapshot.multiplier_for(alias)) for alias in model_aliases),
+        (
+            credits_for(bound.input_tokens, bound.output_tokens, snapshot.multiplier_for(bound.model_alias))
+            for bound in bounds
+            if is_metered(bound.purpose)
+        ),
         Decimal(0),
     )
-
-
-def usage_gate(*, user_id: int, model_aliases: Sequence[str], input_tokens: int) -> None:
-    """In `enforce` mode, refuse (402) a turn the balance cannot cover; observe mode never refuses.
-
-    Runs before any model is called. Each agent is assumed to write
-    CREDIT_ESTIMATE_OUTPUT_TOKENS.
-    """
-    if settings.CREDIT_ENFORCEMENT != "enforce":
-        return
-    estimated = usage_estimate(
-        model_aliases=model_aliases,
-        input_tokens=input_tokens,
-        output_tokens=settings.CREDIT_ESTIMATE_OUTPUT_TOKENS,
-    )
-    found = CreditWallet.objects.filter(user_id=user_id).values_list("balance", flat=True).first()
-    balance = found if found is not None else wallet_create(user_id=user_id).balance
-    if balance < estimated:
-        raise InsufficientCredits(balance=balance, estimated_credits=estimated)

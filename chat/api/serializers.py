@@ -44,6 +44,29 @@ class TurnCreateSerializer(serializers.Serializer):
     files = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=50)
 
 
+class AgentQuoteSerializer(serializers.Serializer):
+    model_alias = serializers.CharField()
+    multiplier = serializers.DecimalField(max_digits=20, decimal_places=4)
+    input_tokens = serializers.IntegerField(help_text="The first call's prompt, history and files included.")
+    max_output_tokens = serializers.IntegerField()
+    credits_low = serializers.DecimalField(max_digits=20, decimal_places=4)
+    credits_high = serializers.DecimalField(max_digits=20, decimal_places=4)
+
+
+class QuoteRoutingSerializer(serializers.Serializer):
+    by = serializers.ChoiceField(choices=["single", "explicit", "mention", "manager"])
+    agents = serializers.ListField(child=serializers.CharField())
+    upper_bound = serializers.BooleanField(help_text="The manager will pick: every agent is counted.")
+
+
+class TurnQuoteSerializer(serializers.Serializer):
+    routing = QuoteRoutingSerializer()
+    agents = AgentQuoteSerializer(many=True)
+    credits_low = serializers.DecimalField(max_digits=20, decimal_places=4)
+    credits_high = serializers.DecimalField(max_digits=20, decimal_places=4)
+    assumptions = serializers.DictField()
+
+
 class TurnCancelSerializer(serializers.Serializer):
     idempotency_key = serializers.CharField(max_length=255)
 

@@ -241,6 +241,33 @@ class TurnListView(ChatView):
         return Response(result.payload, status=result.http_status, headers=headers)
 
 
+class TurnQuoteView(ChatView):
+    @extend_schema(
+        operation_id="rooms_quote",
+        summary="What a turn with this body would cost: low and high, per answering agent",
+        description=(
+            "No model is called. `credits_high` is a true upper bound and exactly the hold the turn "
+            "would place in enforce mode; `credits_low` assumes no tool round and a typical answer "
+            "(`assumptions`)."
+        ),
+        request=s.TurnCreateSerializer,
+        responses={200: s.TurnQuoteSerializer, **ERRORS},
+    )
+    def post(self, request: SignedInRequest, pk: int) -> Response:
+        body = request.data
+        if not isinstance(body, dict):
+            raise ValidationError({"non_field_errors": ['Send a JSON object, e.g. {"content": "Hello"}.']})
+        quote = services.turn_quote_for(
+            user=request.user,
+            room_id=pk,
+            content=body.get("content"),
+            model_alias=body.get("model_alias"),
+            agents=body.get("agents"),
+            file_ids=body.get("files"),
+        )
+        return Response(quote.payload())
+
+
 class TurnCancelView(ChatView):
     @extend_schema(
         operation_id="rooms_turns_cancel",

@@ -333,6 +333,48 @@ def _run_tool(alias: str, tools: dict[str, Tool], tool_call: ToolCall) -> tuple[
     return record, content
 
 
+# Tokens a tool message may cost beyond its content (role, id, framing, or the short over-budget
+# error that replaces it), and a round's AI message beyond its output tokens: the hold's bound
+# counts them (tokens.prompt_tokens stays within these).
+TOOL_MESSAGE_OVERHEAD_TOKENS = 48
+ROUND_OVERHEAD_TOKENS = 50
+OVER_BUDGET_RESULT = '{"error": "budget", "detail": "tool results over this turn\'s budget"}'
+
+
+def _agent_messages(
+    *, alias: str, agents: list[str], history: list[ChatLine], prompt: str
+) -> list[BaseMessage]:
+    return [
+        SystemMessage(prompts.agent_system(alias, agents)),
+        *_history_messages(history),
+        HumanMessage(prompt),
+    ]
+
+
+def agent_call_bounds(
+    *,
+    alias: str,
+    agents: list[str],
+    history: list[ChatLine],
+    prompt: str,
+    tools: list[Tool],
+    tool_budget_tokens: int,
+) -> list[tuple[int, int]]:
+    """(input tokens, output cap) of every call the agent may make, counted with its tokenizer.
+
+    Step k reads the prompt plus, per earlier step, its reply (at most the output
+    cap) and its tool results (at most `tool_budget_tokens`), with their framing.
+    Provider calls are made with max_tokens = CREDIT_HOLD_OUTPUT_TOKENS.
+    """
+    messages = _agent_messages(alias=alias, agents=agents, history=history, prompt=prompt)
+    base = tokens.prompt_tokens(alias, messages, tools=[tool.spec() for tool in tools])
+    cap = settings.CREDIT_HOLD_OUTPUT_TOKENS
+    calls = settings.CHAT_MAX_TOOL_CALLS_PER_STEP
+    per_round = cap + tool_budget_tokens + calls * TOOL_MESSAGE_OVERHEAD_TOKENS + ROUND_OVERHEAD_TOKENS
+    steps = max(1, settings.CHAT_MAX_AGENT_STEPS) if tools else 1
+    return [(base + step * per_round, cap) for step in range(steps)]
+
+
 def run_agent(
     *,
     alias: str,
@@ -343,8 +385,13 @@ def run_agent(
     progress: AgentProgress | None = None,
     cancel: threading.Event | None = None,
     on_text: Callable[[str], None] | None = None,
+    tool_budget_tokens: int | None = None,
 ) -> AgentAnswer:
     """Invoke the agent, run the tools it asks for, feed the results back; bounded steps.
+
+    Each round's tool results together stay within `tool_budget_tokens` (a result
+    that would pass it is replaced by a short error), so the turn's hold bounds
+    what the next step reads.
 
     Each step is one streamed model call; `on_text` receives the answer's text as
     it arrives. A provider failure raises `ProviderFailed`, a tool crash
@@ -357,11 +404,7 @@ def run_agent(
     specs = [tool.spec() for tool in tools]
     runnable = model.chat_model.bind_tools(specs) if specs else model.chat_model
     by_name = {tool.name: tool for tool in tools}
-    messages: list[BaseMessage] = [
-        SystemMessage(prompts.agent_system(alias, agents)),
-        *_history_messages(history),
-        HumanMessage(prompt),
-    ]
+    messages = _agent_messages(alias=alias, agents=agents, history=history, prompt=prompt)
     steps = 0
     reply = None
     for _step in range(max(1, settings.CHAT_MAX_AGENT_STEPS)):
@@ -376,13 +419,24 @@ def run_agent(
             tools=specs,
         )
         steps += 1
+        if len(reply.tool_calls) > settings.CHAT_MAX_TOOL_CALLS_PER_STEP:
+            # Only the first calls of a step run (the model sees only those it made).
+            reply = AIMessage(
+                content=reply.content, tool_calls=reply.tool_calls[: settings.CHAT_MAX_TOOL_CALLS_PER_STEP]
+            )
         messages.append(reply)
         if not reply.tool_calls:
             break
+        budget = tool_budget_tokens
         for index, tool_call in enumerate(reply.tool_calls):
             if cancel.is_set():
                 raise TurnCancelled()
             record, content = _run_tool(alias, by_name, tool_call)
+            if budget is not None:
+                used = tokens.text_tokens(alias, content)
+                if used > budget:
+                    content, used = OVER_BUDGET_RESULT, 0  # within TOOL_MESSAGE_OVERHEAD_TOKENS
+                budget -= used
             progress.tool_finished(record)
             messages.append(
                 ToolMessage(

@@ -26,12 +26,20 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from chat.llm.prompts import ATTACHMENTS_HEADER, ROUTING_MARKER
-from chat.llm.tokens import count_tokens, offline_message_text, offline_prompt_text
+from chat.llm.tokens import TOKEN_RE, count_tokens, offline_message_text, offline_prompt_text
 
 FILE_REF_RE = re.compile(r"\[file #(\d+)\]")
 MENTION_RE = re.compile(r"@([\w.-]+)")
 SEARCH_RE = re.compile(r"\b(search|look up|google|latest|news|current)\b", re.IGNORECASE)
 PARSE_RE = re.compile(r"\b(parse|table|rows|columns)\b", re.IGNORECASE)
+
+
+def _first_tokens(text: str, limit: int) -> str:
+    """`text` cut after its first `limit` tokens (the offline tokenizer's)."""
+    for index, match in enumerate(TOKEN_RE.finditer(text)):
+        if index == limit - 1:
+            return text[: match.end()]
+    return text
 
 
 def _tool_names(tools: list[dict]) -> set[str]:
@@ -40,6 +48,8 @@ def _tool_names(tools: list[dict]) -> set[str]:
 
 class OfflineChatModel(BaseChatModel):
     alias: str = "default"
+    # Like a provider's max_tokens: the reply is cut after this many tokens (None: no cap).
+    max_tokens: int | None = None
 
     @property
     def _llm_type(self) -> str:
@@ -63,6 +73,8 @@ class OfflineChatModel(BaseChatModel):
     ) -> ChatResult:
         tools = tools or []
         reply = self._reply(messages, tools)
+        if self.max_tokens is not None and not reply.tool_calls:
+            reply = AIMessage(content=_first_tokens(str(reply.content), self.max_tokens))
         input_tokens = count_tokens(offline_prompt_text(messages, tools))
         output_tokens = count_tokens(offline_message_text(reply).partition(": ")[2])
         reply.usage_metadata = {

@@ -62,24 +62,37 @@ def resolve(alias: str) -> ResolvedModel:
     provider, model = _configured(alias)
     api_key = _api_key(provider)
     if not api_key:
-        return ResolvedModel(alias, OFFLINE, f"{OFFLINE}/{alias}", _offline_model(alias))
+        offline = _offline_model(alias, settings.CREDIT_HOLD_OUTPUT_TOKENS)
+        return ResolvedModel(alias, OFFLINE, f"{OFFLINE}/{alias}", offline)
     base_url = settings.OPENAI_BASE_URL if provider == "openai" else ""
     chat_model = _provider_model(
-        provider, model, api_key, base_url, settings.LLM_TIMEOUT_SECONDS, settings.LLM_MAX_RETRIES
+        provider,
+        model,
+        api_key,
+        base_url,
+        settings.LLM_TIMEOUT_SECONDS,
+        settings.LLM_MAX_RETRIES,
+        settings.CREDIT_HOLD_OUTPUT_TOKENS,
     )
     return ResolvedModel(alias, provider, f"{provider}/{model}", chat_model)
 
 
 @functools.lru_cache(maxsize=64)
-def _offline_model(alias: str) -> OfflineChatModel:
-    return OfflineChatModel(alias=alias)
+def _offline_model(alias: str, max_tokens: int) -> OfflineChatModel:
+    return OfflineChatModel(alias=alias, max_tokens=max_tokens)
 
 
 @functools.lru_cache(maxsize=64)
 def _provider_model(
-    provider: str, model: str, api_key: str, base_url: str, timeout: float, max_retries: int
+    provider: str, model: str, api_key: str, base_url: str, timeout: float, max_retries: int, max_tokens: int
 ) -> BaseChatModel:
-    options: dict = {"api_key": api_key, "timeout": timeout, "max_retries": max_retries}
+    # The output cap makes a turn's hold a true upper bound of its cost (CREDIT_HOLD_OUTPUT_TOKENS).
+    options: dict = {
+        "api_key": api_key,
+        "timeout": timeout,
+        "max_retries": max_retries,
+        "max_tokens": max_tokens,
+    }
     if base_url:
         options["base_url"] = base_url
     if provider in STREAM_USAGE_PROVIDERS:

@@ -11,7 +11,14 @@ The names below are chat's public write API; views and commands import them from
 from chat.services.cancellation import turn_cancel
 from chat.services.idempotency import idempotency_keys_purge
 from chat.services.rooms import agent_aliases, room_create
-from chat.services.turns import TurnOutcome, TurnStream, turn_fingerprint, turn_post, turn_stream
+from chat.services.turns import (
+    TurnOutcome,
+    TurnStream,
+    turn_fingerprint,
+    turn_post,
+    turn_quote_for,
+    turn_stream,
+)
 from chat.services.uploads import afile_upload, file_extract, file_upload
 
 __all__ = [
@@ -26,5 +33,6 @@ __all__ = [
     "turn_cancel",
     "turn_fingerprint",
     "turn_post",
+    "turn_quote_for",
     "turn_stream",
 ]

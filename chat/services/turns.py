@@ -32,10 +32,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from accounts.models import User
-from billing.services import CallRecord, usage_gate, usage_price, usage_record
+from billing.models import CreditHold
+from billing.services import CallRecord, hold_place, hold_release, usage_price, usage_record
 from chat import llm, payloads, selectors
 from chat.errors import ChatError, NotFound
 from chat.llm import AgentAnswer, Routing
@@ -51,6 +52,7 @@ from chat.services.idempotency import (
     key_release,
     key_reserve,
 )
+from chat.services.quotes import TurnQuote, tool_budget_tokens, turn_quote
 from chat.tools import tools_for_turn
 from chat.tools.base import storable_values
 from chat.values import TurnContext
@@ -316,6 +318,7 @@ class _TurnRun:
                     progress=progress[alias],
                     cancel=self.cancel,
                     on_text=lambda text: self.emit("delta", {"model_alias": alias, "text": text}),
+                    tool_budget_tokens=tool_budget_tokens(alias, self.request),
                 )
                 finished[alias] = answer
                 self._agent_done(answer)
@@ -373,7 +376,7 @@ class _TurnRun:
 
 
 def _commit_turn(
-    *, user: User, request: TurnRequest, ran: _Ran, reservation: Reservation | None
+    *, user: User, request: TurnRequest, ran: _Ran, reservation: Reservation | None, hold: CreditHold | None
 ) -> TurnOutcome:
     """Write the turn and everything it caused in one transaction, debits last."""
     room_id = request.context.room_id
@@ -426,7 +429,7 @@ def _commit_turn(
         if tool_events:
             ToolCallEvent.objects.bulk_create(tool_events)
         # Billing writes the usage rows and the debits; the wallet row is locked from here to COMMIT.
-        usage = usage_record(user_id=user.pk, room_id=room_id, turn_id=turn.pk, priced=priced)
+        usage = usage_record(user_id=user.pk, room_id=room_id, turn_id=turn.pk, priced=priced, hold=hold)
         payload = payloads.turn_payload(
             turn,
             messages=messages,
@@ -464,15 +467,26 @@ def _prompt(request: TurnRequest) -> str:
     return llm.user_prompt(request.content, attachments)
 
 
-def _gate(user: User, request: TurnRequest) -> None:
-    """CREDIT_ENFORCEMENT=enforce: refuse (402) a turn the wallet cannot cover, before any model runs."""
-    history = request.context.history
-    usage_gate(
-        user_id=user.pk,
-        model_aliases=request.named_agents or request.context.agents,
-        input_tokens=llm.count_tokens(_prompt(request))
-        + sum(llm.count_tokens(line.content) for line in history),
-    )
+def quote_turn(*, user: User, request: TurnRequest) -> TurnQuote:
+    return turn_quote(user=user, request=request, prompt=_prompt(request))
+
+
+def _place_hold(user: User, request: TurnRequest) -> CreditHold | None:
+    """CREDIT_ENFORCEMENT=enforce: reserve the turn's quote (its true upper bound) or refuse with 402,
+    before any model runs. Observe mode places none."""
+    if settings.CREDIT_ENFORCEMENT != "enforce":
+        return None
+    amount = quote_turn(user=user, request=request).credits_high
+    return hold_place(user_id=user.pk, amount=amount, description=f"turn in room {request.context.room_id}")
+
+
+def _release(hold: CreditHold | None) -> None:
+    if hold is None:
+        return
+    try:
+        hold_release(hold_id=hold.pk)
+    except DatabaseError:
+        logger.warning("could not release hold %s; its lease will", hold.pk)
 
 
 def _run_turn(
@@ -482,25 +496,34 @@ def _run_turn(
     reservation: Reservation | None,
     cancel: threading.Event,
     emit: Emit,
+    hold: CreditHold | None,
 ) -> TurnOutcome:
-    prompt = _prompt(request)
-    _gate(user, request)
-    # Nothing below needs the database until the commit: the connection goes back to the pool.
-    release_connection()
-    ran = _TurnRun(
-        user=user, request=request, prompt=prompt, cancel=cancel, reservation=reservation, emit=emit
-    ).run()
-    if ran.error is not None and not ran.calls and not ran.cancelled:
-        raise ran.error  # no model call ran: nothing to record, nothing to charge
-    if ran.error is not None:
-        logger.warning(
-            "turn failed after model calls ran user=%s room=%s error=%s calls=%d",
-            user.pk,
-            request.context.room_id,
-            ran.error.code,
-            len(ran.calls),
-        )
-    return _commit_turn(user=user, request=request, ran=ran, reservation=reservation)
+    """Run and commit the turn; its hold (if any) is settled by the commit or released on failure."""
+    try:
+        # Nothing below needs the database until the commit: the connection goes back to the pool.
+        release_connection()
+        ran = _TurnRun(
+            user=user,
+            request=request,
+            prompt=_prompt(request),
+            cancel=cancel,
+            reservation=reservation,
+            emit=emit,
+        ).run()
+        if ran.error is not None and not ran.calls and not ran.cancelled:
+            raise ran.error  # no model call ran: nothing to record, nothing to charge
+        if ran.error is not None:
+            logger.warning(
+                "turn failed after model calls ran user=%s room=%s error=%s calls=%d",
+                user.pk,
+                request.context.room_id,
+                ran.error.code,
+                len(ran.calls),
+            )
+        return _commit_turn(user=user, request=request, ran=ran, reservation=reservation, hold=hold)
+    except BaseException:
+        _release(hold)  # the commit did not happen: nothing of it was charged
+        raise
 
 
 def _ignore(event: str, data: dict[str, Any]) -> None:
@@ -575,13 +598,29 @@ def _logged(user: User, room_id: int, run: Callable[[], TurnOutcome]) -> TurnOut
 
 
 def _execute(
-    *, user: User, request: TurnRequest, key: str | None, emit: Emit, cancel: threading.Event
+    *,
+    user: User,
+    request: TurnRequest,
+    key: str | None,
+    emit: Emit,
+    cancel: threading.Event,
+    placed: list[CreditHold | None] | None = None,
 ) -> TurnOutcome:
+    """Run the turn once per key. `placed` holds a hold placed by the caller (a streamed turn's
+    402 must come before its stream), used by the first run; otherwise the hold is placed here."""
+
+    def hold_for(current: TurnRequest) -> CreditHold | None:
+        return placed.pop() if placed else _place_hold(user, current)
+
     if key is None:
-        return _run_turn(user=user, request=request, reservation=None, cancel=cancel, emit=emit)
+        return _run_turn(
+            user=user, request=request, reservation=None, cancel=cancel, emit=emit, hold=hold_for(request)
+        )
     while True:
         reservation, stored = key_reserve(user_id=user.pk, key=key, fingerprint=request.fingerprint)
         if stored is not None:
+            if placed:
+                _release(placed.pop())  # a replay charges nothing and holds nothing
             return TurnOutcome(stored.response, replayed=True, http_status=stored.status)
         assert reservation is not None
         cancellation.register(reservation.key_id, cancel)
@@ -591,7 +630,14 @@ def _execute(
             if context is None:
                 raise NotFound("Room not found.")
             current = dataclasses.replace(request, context=context)
-            return _run_turn(user=user, request=current, reservation=reservation, cancel=cancel, emit=emit)
+            return _run_turn(
+                user=user,
+                request=current,
+                reservation=reservation,
+                cancel=cancel,
+                emit=emit,
+                hold=hold_for(current),
+            )
         except ReservationLost:
             continue  # another request owns the key now; wait for its response
         except BaseException:
@@ -613,7 +659,8 @@ class TurnStream:
     away; `stop()` asks it to stop its model calls at once, as Stop does.
     """
 
-    def __init__(self, *, user: User, request: TurnRequest, key: str | None) -> None:
+    def __init__(self, *, user: User, request: TurnRequest, key: str | None, hold: CreditHold | None) -> None:
+        self._placed: list[CreditHold | None] = [hold]
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._cancel = threading.Event()
         self._user = user
@@ -661,8 +708,29 @@ class TurnStream:
 
     def _execute(self) -> TurnOutcome:
         return _execute(
-            user=self._user, request=self._request, key=self._key, emit=self._emit, cancel=self._cancel
+            user=self._user,
+            request=self._request,
+            key=self._key,
+            emit=self._emit,
+            cancel=self._cancel,
+            placed=self._placed,
         )
+
+
+def turn_quote_for(
+    *,
+    user: User,
+    room_id: int,
+    content: object,
+    model_alias: object = None,
+    agents: object = None,
+    file_ids: object = None,
+) -> TurnQuote:
+    """The quote for the body a turn would have (validated the same way); no model is called."""
+    request = _validate_turn(
+        user=user, room_id=room_id, content=content, model_alias=model_alias, agents=agents, file_ids=file_ids
+    )
+    return quote_turn(user=user, request=request)
 
 
 def turn_stream(
@@ -692,7 +760,9 @@ def turn_stream(
         user_id=user.pk, key=idempotency_key, fingerprint=request.fingerprint
     ):
         # A refusal is a plain 402 before the stream starts (a replay is never refused).
-        _gate(user, request)
-    stream = TurnStream(user=user, request=request, key=idempotency_key)
+        hold = _place_hold(user, request)
+    else:
+        hold = None
+    stream = TurnStream(user=user, request=request, key=idempotency_key, hold=hold)
     release_connection()  # the request thread only relays events from here on
     return stream.start()
