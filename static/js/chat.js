@@ -104,10 +104,8 @@
       case 401:
       case 403: return "Your session has ended. Log in again, then resend your message.";
       case 402:
-        return "Not enough credits for this turn" +
-          (body && body.estimated_credits ? " (it needs about " + body.estimated_credits + " credits" +
-            (body.balance ? "; your balance is " + body.balance : "") + ")" : "") +
-          ". Nothing was charged.";
+        // The server says how much is needed, how much is available and what to do.
+        return (detail || "Not enough credits for this turn.") + " Nothing was charged.";
       case 404: return "This room no longer exists. " + (detail || "");
       case 409: return (detail || "This message is already being answered.") + " Wait a moment, then press Send again.";
       case 413: return "A file is too large to upload. " + detail;
@@ -144,7 +142,7 @@
     var chain = Promise.resolve();
     Array.prototype.forEach.call(files, function (file, i) {
       chain = chain.then(function () {
-        setBusy(true, "Uploading " + (i + 1) + "/" + files.length + "…");
+        statusBox.textContent = "Uploading " + (i + 1) + "/" + files.length + "…";
         var data = new FormData();
         data.append("file", file, file.name);
         return fetch(filesUrl, {
@@ -164,7 +162,13 @@
         });
       });
     });
-    return chain.then(function () { return ids; });
+    return chain.then(function () {
+      if (!busy) statusBox.textContent = "";
+      return ids;
+    }, function (error) {
+      if (!busy) { statusBox.textContent = ""; showError(error.message); }
+      throw error;
+    });
   }
 
   // --- Server-Sent Events over fetch: `event:`/`data:` lines, a blank line ends an event ---
@@ -407,6 +411,73 @@
     });
   }
 
+  // --- The quote: who will answer and about what it will cost, before sending. ---
+  var quoteBox = document.getElementById("composer-quote");
+  var quoteUrl = form.dataset.quoteUrl;
+  var quoteTimer = null;
+  var quoteSeq = 0;
+  // Files are uploaded when attached, so the quote can count them; Send reuses their ids.
+  var attached = { signature: "", ids: Promise.resolve([]) };
+
+  function attachedIds() {
+    var files = fileInput ? fileInput.files : [];
+    var signature = fileSignature(files);
+    if (signature !== attached.signature) {
+      attached = { signature: signature, ids: files.length ? uploadFiles(files) : Promise.resolve([]) };
+      attached.ids.catch(function () { attached = { signature: "", ids: Promise.resolve([]) }; });
+    }
+    return attached.ids;
+  }
+
+  function showQuote(text) {
+    if (!quoteBox) return;
+    quoteBox.textContent = text;
+    quoteBox.hidden = !text;
+  }
+
+  function quoteText(quote) {
+    var who = quote.routing.upper_bound
+      ? "The manager picks who answers (every agent counted)"
+      : quote.routing.agents.join(" and ") + (quote.routing.agents.length > 1 ? " will answer" : " will answer");
+    var cost = quote.credits_low === quote.credits_high
+      ? "about " + quote.credits_low + " credits"
+      : "about " + quote.credits_low + "–" + quote.credits_high + " credits";
+    return who + " · " + cost + " (at most " + quote.credits_high + ")";
+  }
+
+  function refreshQuote() {
+    var content = textarea.value.trim();
+    if (!quoteUrl || !content) { showQuote(""); return; }
+    var seq = ++quoteSeq;
+    var alias = modelSelect ? modelSelect.value : "";
+    attachedIds().then(function (ids) {
+      var body = { content: content };
+      if (alias) body.model_alias = alias;
+      if (ids.length) body.files = ids;
+      return fetch(quoteUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRFToken": csrfToken },
+        body: JSON.stringify(body),
+      });
+    }).then(function (response) {
+      return readJson(response).then(function (data) {
+        if (seq !== quoteSeq) return; // a newer quote is on its way
+        if (response.ok) showQuote(quoteText(data));
+        else showQuote(data && data.detail ? detailText(data.detail) : "");
+      });
+    }).catch(function () { if (seq === quoteSeq) showQuote(""); });
+  }
+
+  function scheduleQuote() {
+    window.clearTimeout(quoteTimer);
+    quoteTimer = window.setTimeout(refreshQuote, 400);
+  }
+
+  textarea.addEventListener("input", scheduleQuote);
+  if (modelSelect) modelSelect.addEventListener("change", scheduleQuote);
+  if (fileInput) fileInput.addEventListener("change", scheduleQuote);
+
   function submit() {
     if (busy) return; // a second click while a turn runs does nothing
     clearError();
@@ -429,7 +500,7 @@
 
     var fileIds = pending && pending.content === content && pending.alias === alias && pending.fileSignature === signature
       ? Promise.resolve(pending.fileIds)
-      : (files.length ? uploadFiles(files) : Promise.resolve([]));
+      : attachedIds();
 
     fileIds.then(function (ids) {
       var body = { content: content };
