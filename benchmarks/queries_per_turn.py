@@ -89,6 +89,16 @@ def measure(*, history: int = HISTORY_TURNS) -> dict:
         counts[f"{label}, short"], sql[f"{label}, short"] = _count(client, short.pk, token)
         counts[f"{label}, long"], sql[f"{label}, long"] = _count(client, long.pk, token)
 
+    # Enforce mode: the same turn, with its hold placed (one statement) and settled (in the debit's UPDATE).
+    from django.test import override_settings
+
+    with override_settings(CREDIT_ENFORCEMENT="enforce"):
+        enforce_room = Room.objects.create(owner=user, title="enforce", agents=AGENTS_ONE)
+        _seed_history(enforce_room, turns=1)
+        counts["1 agent, short, enforce"], sql["1 agent, short, enforce"] = _count(
+            client, enforce_room.pk, token
+        )
+
     with CaptureQueriesContext(connection) as lookups:
         for _ in range(LOOKUPS):
             meter.get_model_multiplier("gpt-4o")
@@ -133,6 +143,18 @@ def run(*, history: int = HISTORY_TURNS, show_sql: bool = False) -> list[dict]:
             goal="= 1 agent",
             ok=three == one,
             note=f"GET wallet takes {found['wallet_queries']}",
+        )
+    )
+    enforce = counts["1 agent, short, enforce"]
+    results.append(
+        row(
+            measure="queries/turn, enforce mode (credit hold) vs observe",
+            figure=enforce,
+            baseline=one,
+            unit="queries",
+            ratio=enforce / one,
+            goal="≤ observe + 1",
+            ok=enforce <= one + 1,
         )
     )
     results.append(

@@ -45,7 +45,7 @@ class InsufficientCredits(AppError):
     status_code = 402
     code = "insufficient_credits"
 
-    def __init__(self, *, needed: Decimal, available: Decimal) -> None:
+    def __init__(self, *, needed: Decimal, available: Decimal, balance: Decimal) -> None:
         missing = needed - available
         super().__init__(
             f"This turn may cost up to {needed} credits and {available} are available: "
@@ -54,6 +54,7 @@ class InsufficientCredits(AppError):
             needed=str(needed),
             available=str(available),
             missing=str(missing),
+            balance=str(balance),
         )
 
 
@@ -111,15 +112,15 @@ def hold_place(*, user_id: int, amount: Decimal, description: str = "") -> Credi
             # Refused. Under the wallet's lock, what is available now (the statement's own
             # snapshot may predate the turns it waited for)? Close out expired holds' credits too.
             cursor.execute(
-                f"UPDATE {WALLETS} SET held = held - %s WHERE user_id = %s RETURNING balance - held",
+                f"UPDATE {WALLETS} SET held = held - %s WHERE user_id = %s RETURNING balance, held",
                 [freed, user_id],
             )
-            available = credits_from_db(cursor.fetchone()[0])
-            if available < amount:
-                raise InsufficientCredits(needed=amount, available=available)
+            balance, held = (credits_from_db(value) for value in cursor.fetchone())
+            if balance - held < amount:
+                raise InsufficientCredits(needed=amount, available=balance - held, balance=balance)
             # Credits came back (a turn settled below its hold) after the statement's snapshot.
         else:
-            raise InsufficientCredits(needed=amount, available=Decimal(0))
+            raise InsufficientCredits(needed=amount, available=Decimal(0), balance=Decimal(0))
     hold = CreditHold(id=hold_id, amount=amount, status=ACTIVE, expires_at=expires, description=description)
     hold._state.adding = False
     return hold

@@ -11,8 +11,12 @@ from pantheon.errors import ErrorSerializer
 
 
 class InsufficientCreditsSerializer(ErrorSerializer):
+    needed = serializers.DecimalField(
+        max_digits=20, decimal_places=4, help_text="The turn's hold (its quote)."
+    )
+    available = serializers.DecimalField(max_digits=20, decimal_places=4, help_text="balance − held")
+    missing = serializers.DecimalField(max_digits=20, decimal_places=4)
     balance = serializers.DecimalField(max_digits=20, decimal_places=4)
-    estimated_credits = serializers.DecimalField(max_digits=20, decimal_places=4)
 
 
 class RoomCreateSerializer(serializers.Serializer):

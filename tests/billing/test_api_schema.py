@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 BILLING_PATHS = {
     "/api/v1/users/me/wallet": ("get", set()),
+    "/api/v1/users/me/holds": ("get", set()),
     "/api/v1/users/me/usage": ("get", {"model_alias", "since", "until", "cursor", "page_size", "format"}),
     "/api/v1/users/me/usage/summary": ("get", {"group_by", "model_alias", "since", "until"}),
     "/api/v1/users/me/transactions": ("get", {"cursor", "page_size"}),
@@ -55,6 +56,8 @@ def test_shapes_and_errors_are_described():
     assert components["UsageRow"]["properties"]["credits_burned"]["type"] == "string"
     assert set(components["Wallet"]["properties"]) == {
         "balance",
+        "held",
+        "available",
         "lifetime_granted",
         "lifetime_burned",
         "updated_at",

@@ -27,7 +27,15 @@ def test_wallet_shape_after_grant_and_debit():
     wallet = CreditWallet.objects.get(user=user)
     services.wallet_debit(wallet_id=wallet.pk, amount=Decimal("12.3456"))
     body = client_for(user).get(WALLET).json()
-    assert body.keys() == {"balance", "lifetime_granted", "lifetime_burned", "updated_at"}
+    assert body.keys() == {
+        "balance",
+        "held",
+        "available",
+        "lifetime_granted",
+        "lifetime_burned",
+        "updated_at",
+    }
+    assert (body["held"], body["available"]) == ("0.0000", body["balance"])
     assert body["balance"] == "487.6544"
     assert body["lifetime_granted"] == "500.0000"
     assert body["lifetime_burned"] == "12.3456"

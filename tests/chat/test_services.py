@@ -277,7 +277,7 @@ def test_a_tool_crash_after_a_model_call_fails_the_turn_and_bills_the_call(api, 
 
 def test_enforcement_refuses_with_402_before_any_model_call(api, user, openai_server, settings):
     settings.CREDIT_ENFORCEMENT = "enforce"
-    settings.CREDIT_ESTIMATE_OUTPUT_TOKENS = 1_000_000  # 1000 credits × 2.0 for one gpt-4o call
+    settings.CREDIT_HOLD_OUTPUT_TOKENS = 1_000_000  # 1000 credits × 2.0 per gpt-4o call, at most
     server = openai_server()
     room = RoomFactory(owner=user, agents=["gpt-4o"])
     before = db_state(user)
@@ -287,18 +287,18 @@ def test_enforcement_refuses_with_402_before_any_model_call(api, user, openai_se
     assert response.status_code == 402
     body = response.json()
     assert body["error"] == "insufficient_credits"
-    assert body["balance"] == "500.0000"
-    assert Decimal(body["estimated_credits"]) > Decimal(2000)
+    assert body["available"] == "500.0000"
+    assert Decimal(body["needed"]) > Decimal(2000)
     assert server.requests == []
     assert db_state(user) == before
 
-    settings.CREDIT_ESTIMATE_OUTPUT_TOKENS = 100
+    settings.CREDIT_HOLD_OUTPUT_TOKENS = 100
     assert post_turn(api, room, content="Cheap question").status_code == 201
 
 
 def test_observe_mode_never_blocks_even_a_negative_balance(api, user, settings):
     settings.CREDIT_ENFORCEMENT = "observe"
-    settings.CREDIT_ESTIMATE_OUTPUT_TOKENS = 10**9
+    settings.CREDIT_HOLD_OUTPUT_TOKENS = 10**9
     room = RoomFactory(owner=user, agents=["gpt-4o"])
 
     assert post_turn(api, room, content="Go").status_code == 201

@@ -374,8 +374,8 @@ def test_chat_errors_retry_with_the_same_key_no_double_submit_and_uploads(
         page.fill("#composer-content", "Expensive question")
         page.click("#composer-send")
         message = error_text(page)
-        assert message.startswith("Not enough credits for this turn (it needs about ")
-        assert "your balance is 0.0100" in message
+        assert message.startswith("This turn may cost up to ")
+        assert "0.0100 are available" in message and "more credits are needed" in message
         assert "Nothing was charged." in message
         assert header_balance(page) == Decimal("0.0100")  # the 402 body's balance reaches the header
         assert Turn.objects.filter(room=room).count() == turns_before

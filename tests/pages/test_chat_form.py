@@ -237,7 +237,8 @@ def test_too_few_credits_is_a_message_and_nothing_is_charged(settings):
 
     assert response["Location"] == f"/rooms/{room.pk}/"
     (error,) = flash_errors(client.get(f"/rooms/{room.pk}/").content.decode())
-    assert error.startswith("The wallet balance 0.0100 cannot cover this turn's estimated ")
+    assert error.startswith("This turn may cost up to ") and "0.0100 are available" in error
+    assert "more credits are needed" in error
     wallet.refresh_from_db()
     assert wallet.balance == Decimal("0.0100")
     assert not Turn.objects.exists()

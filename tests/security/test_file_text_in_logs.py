@@ -73,16 +73,18 @@ def test_file_text_is_never_logged_at_any_level(api_user, caplog):
 
 
 def test_a_tool_crash_quoting_the_file_logs_no_file_text(api_user, caplog, monkeypatch):
+    from chat.models import UploadedFile
     from chat.tools import file_read
 
     client, user = api_user
     room = RoomFactory(owner=user, agents=["gpt-4o"])
     notes = _upload(client, "n.txt", f"line one {MARKER}".encode(), "text/plain")
 
-    def crash(data: bytes) -> str:
-        raise ValueError(f"cannot decode line {data.decode()!r}")  # a parser that echoes its input
+    def crash(*, user_id: int, file_id: int):
+        text = UploadedFile.objects.get(pk=file_id).extracted_text
+        raise ValueError(f"cannot read line {text!r}")  # a parser that echoes its input
 
-    monkeypatch.setattr(file_read, "decode_text", crash)
+    monkeypatch.setattr(file_read, "readable_file", crash)
     caplog.set_level(logging.DEBUG)
     response = client.post(
         f"/api/v1/rooms/{room.pk}/turns/", {"content": "Read my notes", "files": [notes]}, format="json"

@@ -223,6 +223,8 @@ PLAUSIBLE_BODIES = {
     "/api/v1/auth/token": {"username": "someone", "password": "a-long-pass phrase 42"},
     "/api/v1/rooms/": {"title": "a room", "agents": ["gpt-4o"]},
     "/api/v1/rooms/{id}/turns/": {"content": "hello", "model_alias": "gpt-4o"},
+    "/api/v1/rooms/{id}/quote": {"content": "hello", "model_alias": "gpt-4o"},
+    "/api/v1/rooms/{id}/turns/cancel": {"idempotency_key": "a-key"},
     "/api/v1/admin/pricing/{model_alias}": {"multiplier": "1.5"},
 }
 surrogate = st.integers(0xD800, 0xDFFF).map(lambda code: f"\\u{code:04x}")
