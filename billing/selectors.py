@@ -104,6 +104,16 @@ def wallet_for_user(*, user) -> CreditWallet | None:
     return CreditWallet.objects.filter(user_id=user.pk).first()
 
 
+def wallet_available(*, user, wallet: CreditWallet | None = None) -> Decimal | None:
+    """What the user can spend now (balance − credits held by running turns), or None without a
+    wallet. Pages (the low-balance banner) read it here and nowhere else. `wallet` is the user's
+    wallet if already read.
+    """
+    if wallet is None:
+        wallet = wallet_for_user(user=user)
+    return None if wallet is None else wallet.available
+
+
 @dataclass(frozen=True)
 class DailyBurn:
     """Credits burned per day per model: `days` oldest first, one value per day in each series."""
@@ -111,15 +121,38 @@ class DailyBurn:
     days: list[date]
     series: dict[str, list[Decimal]]
 
+    @property
+    def today(self) -> date:
+        return self.days[-1]
+
+    @property
+    def day_totals(self) -> list[Decimal]:
+        """Credits per day over every model (exact Decimal sums of the series)."""
+        return [
+            sum((amounts[position] for amounts in self.series.values()), Decimal("0.0000"))
+            for position in range(len(self.days))
+        ]
+
     def chart_data(self) -> dict:
-        """Plain JSON for a chart; amounts stay decimal strings (the page parses them)."""
+        """Plain JSON for a chart; amounts stay decimal strings (the page shows them as given)."""
         return {
             "labels": [day.isoformat() for day in self.days],
+            "today": self.today.isoformat(),
+            "totals": [str(amount) for amount in self.day_totals],
             "datasets": [
                 {"label": alias, "data": [str(amount) for amount in amounts]}
                 for alias, amounts in self.series.items()
             ],
         }
+
+
+def usage_window_start(*, days: int, today: date | None = None) -> datetime:
+    """The start of the first of the last `days` days (today included), in TIME_ZONE.
+
+    A datetime bound (not created_at__date) so the (user, -created_at) index is used.
+    """
+    first = (today or timezone.localdate()) - timedelta(days=days - 1)
+    return timezone.make_aware(datetime.combine(first, time.min))
 
 
 def usage_daily_by_model(*, user, days: int = 30, today: date | None = None) -> DailyBurn:
@@ -129,9 +162,8 @@ def usage_daily_by_model(*, user, days: int = 30, today: date | None = None) -> 
     models that burned nothing in the window (the unmetered manager) get no series.
     """
     today = today or timezone.localdate()
-    first = today - timedelta(days=days - 1)
-    # A datetime bound (not created_at__date) so the (user, -created_at) index is used.
-    since = timezone.make_aware(datetime.combine(first, time.min))
+    since = usage_window_start(days=days, today=today)
+    first = since.date()
     day_list = [first + timedelta(days=offset) for offset in range(days)]
     index = {day: position for position, day in enumerate(day_list)}
     series: dict[str, list[Decimal]] = {}
@@ -274,6 +306,183 @@ def usage_summary(
         )
         .order_by(*keys)
     )
+
+
+class UsageTotals(TypedDict):
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    credits_burned: Decimal
+
+
+def usage_totals(
+    *,
+    user,
+    model_alias: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> UsageTotals:
+    """Calls, tokens and credits of every usage event matching the filter (one aggregate)."""
+    rows = usage_queryset(user=user, model_alias=model_alias, since=since, until=until)
+    found = rows.aggregate(
+        calls=Count("id"),
+        input_tokens=Coalesce(Sum("input_tokens"), 0),
+        output_tokens=Coalesce(Sum("output_tokens"), 0),
+        credits_burned=Sum("credits_burned"),
+    )
+    return UsageTotals(
+        calls=found["calls"],
+        input_tokens=found["input_tokens"],
+        output_tokens=found["output_tokens"],
+        # No rows: zero written as every other credit figure is (4 places).
+        credits_burned=found["credits_burned"] if found["credits_burned"] is not None else Decimal("0.0000"),
+    )
+
+
+# --- The ledger as the wallet page reads it: a turn's debits on one line ---------------
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One ledger row, with the usage event it paid for (through the FKs; billing never imports chat)."""
+
+    id: int
+    kind: str
+    amount: Decimal
+    balance_after: Decimal
+    description: str
+    created_at: datetime
+    turn_id: int | None
+    room_id: int | None
+    room_title: str
+    model_alias: str
+    purpose: str
+
+
+@dataclass(frozen=True)
+class LedgerLine:
+    """What the wallet page shows as one line: one ledger row, or every debit of one turn.
+
+    `entries` are newest first. A turn's debits are written together under the wallet's
+    row lock, so they are neighbours in the wallet's ledger; only neighbours are grouped.
+    """
+
+    entries: list[LedgerEntry]
+
+    @property
+    def newest(self) -> LedgerEntry:
+        return self.entries[0]
+
+    @property
+    def oldest(self) -> LedgerEntry:
+        return self.entries[-1]
+
+    @property
+    def is_turn(self) -> bool:
+        return self.newest.turn_id is not None
+
+    @property
+    def kind(self) -> str:
+        return self.newest.kind
+
+    @property
+    def created_at(self) -> datetime:
+        return self.newest.created_at
+
+    @property
+    def turn_id(self) -> int | None:
+        return self.newest.turn_id
+
+    @property
+    def room_id(self) -> int | None:
+        return self.newest.room_id
+
+    @property
+    def room_title(self) -> str:
+        return self.newest.room_title
+
+    @property
+    def description(self) -> str:
+        return self.newest.description
+
+    @property
+    def amount(self) -> Decimal:
+        """The line's signed total: the exact sum of its rows' amounts."""
+        return sum((entry.amount for entry in self.entries), Decimal("0.0000"))
+
+    @property
+    def balance_after(self) -> Decimal:
+        return self.newest.balance_after
+
+
+_LEDGER_ENTRY_FIELDS = {
+    "turn_id": F("usage_event__turn_id"),
+    "room_id": F("usage_event__room_id"),
+    "room_title": Coalesce(F("usage_event__room__title"), Value("")),
+    "model_alias": Coalesce(F("usage_event__model_alias"), Value("")),
+    "purpose": Coalesce(F("usage_event__purpose"), Value("")),
+}
+
+
+def _same_line(line: list[LedgerEntry], entry: LedgerEntry) -> bool:
+    last = line[-1]
+    return (
+        entry.turn_id is not None
+        and entry.turn_id == last.turn_id
+        and entry.kind == last.kind == CreditTransaction.Kind.DEBIT
+    )
+
+
+def ledger_lines(
+    *,
+    user,
+    limit: int,
+    older_than: int | None = None,
+    newer_than: int | None = None,
+    batch_size: int | None = None,
+) -> KeysetPage:
+    """One page of `LedgerLine`s, newest first, just older (or newer) than a ledger row id.
+
+    Rows are read in keyset batches over the (wallet, -id) index, so a page costs what
+    page 1 costs. Cursors are row ids: older pages start below the oldest row of the
+    last line shown, newer pages above the newest row of the first line shown.
+    """
+    wallet_id = CreditWallet.objects.filter(user_id=user.pk).values_list("id", flat=True).first()
+    if wallet_id is None:
+        return KeysetPage(rows=[], has_more=False)
+    newer = newer_than is not None
+    base = CreditTransaction.objects.filter(wallet_id=wallet_id).annotate(**_LEDGER_ENTRY_FIELDS)
+    # A turn has at most a few dozen calls: a batch this size usually fills a page at once.
+    batch_size = batch_size or limit * 2 + 20
+    position = newer_than if newer else older_than
+    lines: list[list[LedgerEntry]] = []
+    has_more = False
+    while True:
+        if newer:
+            batch = base.order_by("id") if position is None else base.filter(id__gt=position).order_by("id")
+        else:
+            batch = base.order_by("-id") if position is None else base.filter(id__lt=position).order_by("-id")
+        found = [
+            LedgerEntry(**values)
+            for values in batch.values(
+                "id", "kind", "amount", "balance_after", "description", "created_at", *_LEDGER_ENTRY_FIELDS
+            )[:batch_size]
+        ]
+        for entry in found:
+            if lines and _same_line(lines[-1], entry):
+                lines[-1].append(entry)
+            elif len(lines) == limit:
+                # The next line begins: the page's last line is complete.
+                has_more = True
+                break
+            else:
+                lines.append([entry])
+        if has_more or len(found) < batch_size:
+            break
+        position = found[-1].id
+    if newer:
+        lines = [line[::-1] for line in reversed(lines)]
+    return KeysetPage(rows=[LedgerLine(entries=line) for line in lines], has_more=has_more)
 
 
 def transaction_list(

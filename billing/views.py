@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 from urllib.parse import urlencode
 
 from django import forms
@@ -19,6 +19,8 @@ from billing.meter import get_pricing_snapshot
 
 LEDGER_PAGE_SIZE = 25
 USAGE_PAGE_SIZE = 50
+# Days listed in the usage page's by-day breakdown (newest first); the totals cover them all.
+USAGE_DAYS_SHOWN = 31
 CHART_DAYS = 30
 USAGE_API_PATH = "/api/v1/users/me/usage"
 
@@ -34,25 +36,32 @@ def wallet(request: HttpRequest) -> HttpResponse:
     # Keyset pages over the ledger (its order is id order): ?before=<id> older, ?after=<id> newer.
     before = _positive_int(request.GET.get("before"))
     after = None if before else _positive_int(request.GET.get("after"))
-    page = selectors.transaction_list(
+    # A turn's debits are one line (expandable to its calls); cursors are ledger row ids.
+    page = selectors.ledger_lines(
         user=request.user, limit=LEDGER_PAGE_SIZE, older_than=before, newer_than=after
     )
-    rows = page.rows
+    lines = page.rows
     has_older = page.has_more if after is None else True
     has_newer = page.has_more if after is not None else before is not None
     burn = selectors.usage_daily_by_model(user=request.user, days=CHART_DAYS)
+    since = selectors.usage_window_start(days=CHART_DAYS, today=burn.today)
     zero = Decimal("0.0000")
     context = {
         "nav": "wallet",
         "balance": wallet.balance if wallet else zero,
+        "held": wallet.held if wallet else zero,
+        "available": wallet.available if wallet else zero,
         "lifetime_granted": wallet.lifetime_granted if wallet else zero,
         "lifetime_burned": wallet.lifetime_burned if wallet else zero,
-        "ledger": rows,
-        "older_url": f"?before={rows[-1].pk}" if rows and has_older else None,
-        "newer_url": f"?after={rows[0].pk}" if rows and has_newer else None,
+        "ledger": lines,
+        "older_url": f"?before={lines[-1].oldest.id}" if lines and has_older else None,
+        "newer_url": f"?after={lines[0].newest.id}" if lines and has_newer else None,
         "chart_days": CHART_DAYS,
         "chart_data": burn.chart_data(),
         "chart_has_data": bool(burn.series),
+        "recent_by_model": selectors.usage_summary(user=request.user, group_by=("model",), since=since),
+        "recent_totals": selectors.usage_totals(user=request.user, since=since),
+        "recent_since": since.date(),
     }
     return render(request, "billing/wallet.html", context)
 
@@ -83,6 +92,12 @@ class UsageFilterForm(forms.Form):
         return {name: str(value) for name, value in self.cleaned_data.items() if value}
 
 
+class UsageBounds(TypedDict):
+    model_alias: str | None
+    since: datetime | None
+    until: datetime | None
+
+
 def _day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
 
@@ -95,18 +110,25 @@ def usage(request: HttpRequest) -> HttpResponse:
     query = form.query()
     data = form.cleaned_data if query else {}
     # The same bounds as the usage API: `since` from the start of its day, `until` through the end of its day.
-    events = selectors.usage_queryset(
-        user=request.user,
+    bounds = UsageBounds(
         model_alias=data.get("model_alias") or None,
         since=_day_start(data["since"]) if data.get("since") else None,
         until=_day_start(data["until"] + timedelta(days=1)) if data.get("until") else None,
     )
+    events = selectors.usage_queryset(user=request.user, **bounds)
     events = events.select_related("room").order_by("-created_at", "-id")
     page = Paginator(events, USAGE_PAGE_SIZE).get_page(request.GET.get("page"))
+    # The same filter, aggregated in SQL: the summary API's groups, newest day first.
+    by_day = selectors.usage_summary(user=request.user, group_by=("day",), **bounds)[::-1]
     context = {
         "nav": "usage",
         "form": form,
         "page": page,
+        "totals": selectors.usage_totals(user=request.user, **bounds),
+        "by_model": selectors.usage_summary(user=request.user, group_by=("model",), **bounds),
+        "by_day": by_day[:USAGE_DAYS_SHOWN],
+        "days_hidden": max(0, len(by_day) - USAGE_DAYS_SHOWN),
+        "days_shown": USAGE_DAYS_SHOWN,
         "filter_query": urlencode(query),
         "csv_url": USAGE_API_PATH + "?" + urlencode({**query, "format": "csv"}),
     }

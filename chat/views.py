@@ -27,6 +27,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.http import SignedInHttpRequest
+from billing.explain import ChargeFormula, charge_formula
 from billing.meter import get_pricing_snapshot
 from billing.models import UsageEvent
 from chat import selectors, services
@@ -88,11 +89,14 @@ def rooms(request: SignedInHttpRequest) -> HttpResponse:
             return redirect("room", room_id=room.pk)
     room_list = selectors.room_list(user_id=request.user.pk)
     multipliers = get_pricing_snapshot().multipliers
-    return render(
-        request,
-        "chat/rooms.html",
-        {"nav": "rooms", "form": form, "rooms": room_list, "multipliers": multipliers},
-    )
+    context = {
+        "nav": "rooms",
+        "form": form,
+        "rooms": room_list,
+        "multipliers": multipliers,
+        "base_price": settings.CREDITS_PER_1K_TOKENS,
+    }
+    return render(request, "chat/rooms.html", context)
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,8 @@ class Answer:
     # Tokens counted by Pantheon (a call cut short by Stop), not reported by the provider.
     estimated: bool = False
     tools: list[ToolView] = field(default_factory=list)
+    # One per model call (a tool round is a call): the formula with that call's own numbers.
+    formulas: list[ChargeFormula] = field(default_factory=list)
 
 
 @dataclass
@@ -175,8 +181,9 @@ def present_turn(turn: Turn) -> TurnView:
         charged_to.multiplier = call.multiplier
         charged_to.pricing_version = call.pricing_version
         charged_to.credits_burned += call.credits_burned
-        # `usage_source` arrives with streaming (issue 13); older rows are all provider-reported.
-        charged_to.estimated |= getattr(call, "usage_source", "") == "estimated"
+        formula = charge_formula(call)
+        charged_to.formulas.append(formula)
+        charged_to.estimated |= formula.estimated
     unattributed: list[ToolView] = []
     for tool_call in turn.tool_calls.all():
         owner = by_alias.get(tool_call.model_alias)

@@ -246,6 +246,8 @@ if CREDIT_ENFORCEMENT == "enforce" and "postgresql" not in DATABASES["default"][
 ALLOW_SIGNUP = env.bool("ALLOW_SIGNUP", default=True)
 # Seconds between the safety-net checks that the multiplier cache is current.
 PRICING_VERSION_CHECK_SECONDS = env.float("PRICING_VERSION_CHECK_SECONDS", default=5.0)
+# Every page shows a banner while the wallet's available credits are under this.
+LOW_BALANCE_CREDITS = Decimal(env("LOW_BALANCE_CREDITS", default="50"))
 # The per-process LISTEN/NOTIFY thread (PostgreSQL only) started by pantheon/wsgi.py.
 PRICING_LISTENER_ENABLED = env.bool("PRICING_LISTENER_ENABLED", default=True)
 

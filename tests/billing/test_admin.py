@@ -203,3 +203,173 @@ def test_admin_edit_reaches_every_worker_within_one_second():
         assert health["pricing_cache"]["multipliers"]["gemini-pro"] == "1.3000"
         assert health["pricing_cache"]["current"] is True
         assert health["pricing_cache"]["loaded_at"] - started < 1.0, health
+
+
+# --- Staff grant credits: an action on the wallet list, with its own form ------------------
+
+WALLETS = "/admin/billing/creditwallet/"
+
+
+def grant_form(client: Client, wallets: list[CreditWallet]):
+    """Pick the action on the changelist: the intermediate form comes back (nothing granted yet)."""
+    response = client.post(
+        WALLETS,
+        {"action": "grant_credits", "index": "0", "_selected_action": [str(w.pk) for w in wallets]},
+    )
+    assert response.status_code == 200, response.content[:500]
+    return response
+
+
+def grant_post(form_response, **fields) -> dict:
+    """What the rendered form posts back: its token and selection, with these fields."""
+    form = form_response.context["form"]
+    return {
+        "action": "grant_credits",
+        "apply": "1",
+        "_selected_action": [str(w.pk) for w in form_response.context["wallets"]],
+        "grant_token": str(form.initial["grant_token"]),
+        **fields,
+    }
+
+
+def grants(wallet: CreditWallet) -> list[CreditTransaction]:
+    return list(
+        CreditTransaction.objects.filter(wallet=wallet, kind="grant").exclude(description="Beta grant")
+    )
+
+
+def reconcile_is_clean() -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("reconcile_wallets", stdout=out, stderr=out)  # exits 1 (SystemExit) on drift
+    assert "no drift" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_staff_grant_writes_one_audited_ledger_row_and_a_double_submit_grants_once(caplog):
+    client, boss = admin_client()
+    alice = UserFactory(username="alice")
+    wallet = CreditWallet.objects.get(user=alice)
+    form = grant_form(client, [wallet])
+    html = form.content.decode()
+    assert "Grant credits" in html and "alice" in html and 'name="grant_token"' in html
+    assert grants(wallet) == []
+
+    data = grant_post(form, amount="12.5", reason="Conference demo")
+    with caplog.at_level("INFO", logger="billing.admin"):
+        response = client.post(WALLETS, data, follow=True)
+    assert response.redirect_chain[-1][0].endswith(WALLETS)
+    assert "Granted 12.5000 credits to 1 wallet: alice" in response.content.decode()
+    (row,) = grants(wallet)
+    assert (row.kind, row.amount, row.balance_after) == ("grant", Decimal("12.5000"), Decimal("512.5000"))
+    assert row.description == f"Staff grant by boss (user {boss.pk}): Conference demo"
+    assert row.idempotency_key == f"admin-grant:{data['grant_token']}:{wallet.pk}"
+    wallet.refresh_from_db()
+    assert (wallet.balance, wallet.lifetime_granted) == (Decimal("512.5000"), Decimal("512.5000"))
+    # Audited three ways: the ledger row's description, the admin history, a log line.
+    from django.contrib.admin.models import LogEntry
+
+    entry = LogEntry.objects.get(object_id=str(wallet.pk))
+    assert entry.user == boss
+    assert entry.get_change_message() == f"Granted 12.5000 credits (ledger row {row.pk}): Conference demo"
+    assert any(
+        f"staff grant: 12.5000 credits to wallet={wallet.pk} user={alice.pk} by staff={boss.pk} (boss)"
+        in r.message
+        for r in caplog.records
+    )
+
+    # The same form again (a double click, the back button): nothing more is granted.
+    again = client.post(WALLETS, data, follow=True)
+    assert "already submitted" in again.content.decode()
+    assert grants(wallet) == [row]
+    wallet.refresh_from_db()
+    assert wallet.balance == Decimal("512.5000")
+    assert LogEntry.objects.filter(object_id=str(wallet.pk)).count() == 1
+
+    # The same form with another amount is refused, not granted on top.
+    changed = client.post(WALLETS, {**data, "amount": "99"})
+    assert changed.status_code == 200
+    assert "already submitted with a different amount" in changed.content.decode()
+    assert grants(wallet) == [row]
+
+    # A fresh form is a new grant.
+    client.post(WALLETS, grant_post(grant_form(client, [wallet]), amount="1", reason="second"))
+    assert [g.amount for g in grants(wallet)] == [Decimal("1.0000"), Decimal("12.5000")]
+    reconcile_is_clean()
+
+
+@pytest.mark.django_db
+def test_staff_grant_to_several_wallets_at_once():
+    client, _ = admin_client()
+    wallets = [CreditWallet.objects.get(user=UserFactory(username=name)) for name in ("ann", "ben")]
+    data = grant_post(grant_form(client, wallets), amount="5", reason="Beta testers")
+    response = client.post(WALLETS, data, follow=True)
+    assert "Granted 5.0000 credits to 2 wallets: ann, ben" in response.content.decode()
+    for wallet in wallets:
+        (row,) = grants(wallet)
+        assert (row.amount, row.balance_after) == (Decimal("5.0000"), Decimal("505.0000"))
+    reconcile_is_clean()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("abc", "is not a decimal number"),
+        ("0", "A grant must be positive."),
+        ("-5", "A grant must be positive."),
+        ("1.00001", "has more than 4 decimal places"),
+        ("1e20", "is too large"),
+        ("NaN", "is not a finite number"),
+        ("", "This field is required."),
+    ],
+)
+def test_staff_grant_bad_amount_is_a_form_error(amount, message):
+    client, _ = admin_client()
+    wallet = CreditWallet.objects.get(user=UserFactory())
+    response = client.post(WALLETS, grant_post(grant_form(client, [wallet]), amount=amount, reason="x"))
+    assert response.status_code == 200
+    assert "errorlist" in response.content.decode()
+    assert message in response.content.decode()
+    assert grants(wallet) == []
+    wallet.refresh_from_db()
+    assert wallet.balance == Decimal("500.0000")
+
+
+@pytest.mark.django_db
+def test_staff_grant_needs_a_reason():
+    client, _ = admin_client()
+    wallet = CreditWallet.objects.get(user=UserFactory())
+    response = client.post(WALLETS, grant_post(grant_form(client, [wallet]), amount="5", reason=""))
+    assert response.status_code == 200
+    assert "This field is required." in response.content.decode()
+    assert grants(wallet) == []
+
+
+@pytest.mark.django_db
+def test_staff_without_the_ledger_permission_cannot_grant():
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_creditwallet"))
+    client, _ = admin_client(viewer)
+    wallet = CreditWallet.objects.get(user=UserFactory())
+    page = client.get(WALLETS)
+    assert page.status_code == 200
+    assert b"grant_credits" not in page.content
+    client.post(
+        WALLETS,
+        {
+            "action": "grant_credits",
+            "apply": "1",
+            "_selected_action": [str(wallet.pk)],
+            "grant_token": "0b6f1b7e-6c1e-4a53-9d7e-1c0f4b1f2a3b",
+            "amount": "1000",
+            "reason": "me",
+        },
+    )
+    assert grants(wallet) == []
+    # With the ledger's add permission the action is offered.
+    viewer.user_permissions.add(Permission.objects.get(codename="add_credittransaction"))
+    assert b"grant_credits" in client.get(WALLETS).content

@@ -149,10 +149,14 @@ def test_sign_up_chat_wallet_and_live_repricing(live_server, orm_in_playwright_t
         assert credits(page.locator('[data-testid="wallet-balance"]').inner_text()) == balance_after_first
         assert credits(page.locator('[data-testid="wallet-burned"]').inner_text()) == total
         rows = page.locator('[data-testid="ledger-row"]')
-        assert rows.count() == 3  # the beta grant and one debit per metered call
+        assert rows.count() == 2  # the beta grant, and the turn's debits on one line
         ledger_text = rows.all_inner_texts()
-        assert "Beta grant" in ledger_text[2] and "+500.0000" in ledger_text[2]
-        debits = sorted(credits(re.search(r"-(\d+\.\d{4})", row).group(1)) for row in ledger_text[:2])
+        assert "Beta grant" in ledger_text[1] and "+500.0000" in ledger_text[1]
+        assert "Turn in Duel" in ledger_text[0] and "2 model calls" in ledger_text[0]
+        assert credits(rows.first.locator('[data-testid="amount"]').first.inner_text()) == -total
+        rows.first.locator('[data-testid="ledger-calls"] summary').click()
+        calls = rows.first.locator('[data-testid="ledger-call-amount"]').all_inner_texts()
+        debits = sorted(-credits(amount) for amount in calls)  # one debit per metered call
         assert debits == sorted([figures["gpt-4o"][2], figures["deepseek"][2]])
         chart = page.wait_for_function(
             """() => {

@@ -199,3 +199,109 @@ def test_chat_page_shows_the_latest_turns_oldest_first(client, monkeypatch):
     assert "first question" not in html
     assert html.index("second question") < html.index("third question")
     assert "Showing the latest 2 turns" in html
+
+
+def _formula_turn(user, *calls, title="Why"):
+    """A one-agent turn whose gpt-4o answer made these (input, output, multiplier, credits, source) calls."""
+    room = RoomFactory(owner=user, title=title, agents=["gpt-4o"])
+    turn = TurnFactory(room=room, content="Hi")
+    Message.objects.create(turn=turn, position=0, role="user", content="Hi")
+    Message.objects.create(turn=turn, position=1, role="assistant", model_alias="gpt-4o", content="Hello.")
+    for input_tokens, output_tokens, multiplier, credits_burned, source in calls:
+        UsageEventFactory(
+            turn=turn, input_tokens=input_tokens, output_tokens=output_tokens,
+            multiplier=Decimal(multiplier), credits_burned=Decimal(credits_burned), usage_source=source,
+        )  # fmt: skip
+    return room
+
+
+def _answer_cost(html: str) -> str:
+    start = html.index('data-testid="answer-cost"')
+    return html[start : html.index("</details>", start)]
+
+
+def test_answer_cost_expands_into_its_formula_with_its_own_numbers(client):
+    """The issue's example: a one-line question that carried 1,534 tokens of history cost 3.13."""
+    user = UserFactory()
+    room = _formula_turn(user, (1534, 31, "2.0000", "3.1300", "provider"))
+    client.force_login(user)
+    cost = _answer_cost(client.get(f"/rooms/{room.pk}/").content.decode())
+    # A <details> (works without JavaScript), closed until asked; the summary is the cost line.
+    assert cost.startswith('data-testid="answer-cost">') and "<summary" in cost
+    assert "1534 in · 31 out tokens" in cost
+    assert 'data-testid="answer-credits">3.1300<' in cost
+    assert (
+        '<span data-testid="formula-input">1534</span> input + <span data-testid="formula-output">31</span>'
+        in cost
+    )
+    assert "output = 1565 tokens" in cost
+    assert "1565 ÷ 1000 × 1 base price × 2 multiplier = <strong>3.1300</strong> credits" in cost
+    # The split of input tokens is not stored, and the page says so instead of inventing one.
+    assert "Pantheon records only each call's total, not how it splits" in cost
+    assert "Rounded to 0.0001 credit, half up." in cost
+    assert "estimated" not in cost
+    assert 'data-testid="formula-sum"' not in cost  # one call: nothing to add up
+    assert 'data-testid="formula-mismatch"' not in cost
+
+
+def test_formula_of_an_answer_with_several_calls_adds_them_up(client):
+    user = UserFactory()
+    # Two tool rounds; the second was cut short and counted by Pantheon (estimated).
+    room = _formula_turn(
+        user, (50, 10, "2.0000", "0.1200", "provider"), (60, 15, "2.0000", "0.1500", "estimated")
+    )
+    client.force_login(user)
+    cost = _answer_cost(client.get(f"/rooms/{room.pk}/").content.decode())
+    assert "110 in · 25 out tokens (estimated)" in cost
+    assert cost.count('data-testid="formula-call"') == 2
+    assert "Call 1" in cost and "Call 2" in cost
+    assert "60 ÷ 1000 × 1 base price × 2 multiplier = <strong>0.1200</strong> credits" in cost
+    assert "75 ÷ 1000 × 1 base price × 2 multiplier = <strong>0.1500</strong> credits" in cost
+    assert cost.count('data-testid="formula-estimated"') == 1
+    first, second = cost.split('data-testid="formula-call"')[1:]
+    assert "formula-estimated" not in first and "formula-estimated" in second
+    assert "Estimated: the provider did not report the usage" in cost
+    assert "0.1200 + 0.1500 = <strong>0.2700</strong> credits (each call is rounded on its own)" in cost
+
+
+def test_formula_rounds_with_the_meter_half_up(client):
+    user = UserFactory()
+    # 1 token × 0.15 = 0.00015 → 0.0002 (half up, in billing.meter.credits_for).
+    room = _formula_turn(user, (1, 0, "0.1500", "0.0002", "provider"))
+    client.force_login(user)
+    cost = _answer_cost(client.get(f"/rooms/{room.pk}/").content.decode())
+    assert "1 ÷ 1000 × 1 base price × 0.15 multiplier = <strong>0.0002</strong> credits" in cost
+
+
+def test_formula_says_when_todays_base_price_no_longer_gives_the_charge(client, settings):
+    """The base price is not stored per call: the charge shown stays what was debited."""
+    settings.CREDITS_PER_1K_TOKENS = Decimal("1.5")
+    user = UserFactory()
+    room = _formula_turn(user, (1534, 31, "2.0000", "3.1300", "provider"))
+    client.force_login(user)
+    cost = _answer_cost(client.get(f"/rooms/{room.pk}/").content.decode())
+    assert 'data-testid="answer-credits">3.1300<' in cost
+    assert "1565 ÷ 1000 × 1.5 base price × 2 multiplier = <strong>4.6950</strong> credits" in cost
+    assert "Charged <strong>3.1300</strong> when it ran: the base price was different then" in cost
+
+
+def test_turn_fragment_has_the_same_formula(client):
+    user = UserFactory()
+    room = _formula_turn(user, (1534, 31, "2.0000", "3.1300", "provider"))
+    turn = room.turns.get()
+    client.force_login(user)
+    fragment = client.get(f"/rooms/{room.pk}/turns/{turn.pk}/").content.decode()
+    assert "1565 ÷ 1000 × 1 base price × 2 multiplier = <strong>3.1300</strong> credits" in fragment
+
+
+def test_rooms_page_shows_the_base_price_next_to_the_multipliers(client, settings):
+    client.force_login(UserFactory())
+    html = client.get("/rooms/").content.decode()
+    assert (
+        'data-testid="base-price">Base price <strong>1</strong> credit per 1,000 tokens (input + output), '
+        "times the model's multiplier:</p>"
+    ) in html
+    assert html.index('data-testid="base-price"') < html.index('class="choice__multiplier"')
+    settings.CREDITS_PER_1K_TOKENS = Decimal("2.5000")
+    html = client.get("/rooms/").content.decode()
+    assert "Base price <strong>2.5</strong> credits per 1,000 tokens" in html
