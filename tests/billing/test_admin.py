@@ -186,6 +186,8 @@ def test_wallets_and_ledger_search_by_username():
     assert [entry.wallet.user.username for entry in ledger] == ["bob"]
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_admin_edit_reaches_every_worker_within_one_second():
     client, boss = admin_client()

@@ -225,6 +225,8 @@ def ready(health: dict) -> bool:
     return health["pricing_listener"]["connected"] and health["pricing_cache"]["loaded"]
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @transactional
 def test_api_patch_reaches_all_four_workers_within_one_second():
     admin, token = admin_token()
@@ -257,6 +259,8 @@ def test_api_patch_reaches_all_four_workers_within_one_second():
     )
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @transactional
 def test_workers_catch_up_without_notify_within_the_check_interval():
     with gunicorn_server(workers=4, env={"PRICING_VERSION_CHECK_SECONDS": "0.5"}) as server:
@@ -272,6 +276,8 @@ def test_workers_catch_up_without_notify_within_the_check_interval():
     print(f"\nsafety-net catch-up per worker (interval 0.5 s): {[round(lag, 3) for lag in lags]} s")
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @transactional
 def test_workers_reconnect_after_listener_backends_are_terminated_and_catch_up():
     with gunicorn_server(workers=2, env={"PRICING_VERSION_CHECK_SECONDS": "60"}) as server:
@@ -304,6 +310,8 @@ def test_workers_reconnect_after_listener_backends_are_terminated_and_catch_up()
     assert all(h["pricing_cache"]["loaded_at"] - started < 1.0 for h in notified.values())
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @transactional
 def test_preloaded_app_starts_a_listener_in_every_forked_worker():
     """gunicorn --preload imports wsgi.py in the master; each forked worker must listen on its own."""

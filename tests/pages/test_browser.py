@@ -76,6 +76,7 @@ def header_balance(page) -> Decimal:
     return credits(page.locator('[data-testid="header-balance"]').inner_text())
 
 
+@pytest.mark.browser
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_sign_up_chat_wallet_and_live_repricing(live_server, orm_in_playwright_thread):
     base = live_server.url
@@ -248,6 +249,7 @@ def error_text(page) -> str:
     return box.inner_text()
 
 
+@pytest.mark.browser
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_chat_errors_retry_with_the_same_key_no_double_submit_and_uploads(
     live_server, settings, orm_in_playwright_thread

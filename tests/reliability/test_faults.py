@@ -46,6 +46,7 @@ from tests.support.faults import (
 )
 from tests.support.gunicorn_server import GunicornServer, gunicorn_server
 
+pytestmark = pytest.mark.gunicorn
 transactional = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 LEASE_SECONDS = 2
 

@@ -40,6 +40,8 @@ from tests.factories import RoomFactory, UserFactory
 from tests.reliability.audit import assert_books_balance
 from tests.support.gunicorn_server import GunicornServer, gunicorn_server
 
+# The 1.5 s propagation window is wall-clock: run alone (`make test` gives serial tests their own pass).
+pytestmark = [pytest.mark.gunicorn, pytest.mark.serial]
 THREADS = 8
 TURNS_PER_THREAD = 8
 # The product's promise (1 s from commit to every process) plus margin; see the module docstring.

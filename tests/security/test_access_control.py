@@ -86,6 +86,7 @@ def test_tokens_expire_after_token_ttl_hours():
     assert ttl <= lifetime < ttl + timedelta(seconds=5)
 
 
+@pytest.mark.gunicorn
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_logout_revokes_the_token_at_once_on_every_worker():
     user = UserFactory()

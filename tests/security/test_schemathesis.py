@@ -37,6 +37,7 @@ from billing.models import ModelPricing
 from chat import services as chat_services
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
 
+pytestmark = pytest.mark.fuzz
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -248,6 +248,7 @@ def clean_redis():
     client.flushdb()
 
 
+@pytest.mark.gunicorn
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_servers_share_one_limit_in_redis_exactly_even_under_a_burst(clean_redis):
     user, other = UserFactory(), UserFactory()
@@ -266,6 +267,7 @@ def test_two_servers_share_one_limit_in_redis_exactly_even_under_a_burst(clean_r
     assert sorted(statuses) == [401] * 4 + [429] * 20
 
 
+@pytest.mark.gunicorn
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_servers_share_one_limit_in_the_database_cache():
     cache.clear()
