@@ -38,7 +38,7 @@ def make_usage(user, count: int, *, start: dt.datetime = T0, step_minutes: int =
         alias = ALIASES[index % len(ALIASES)]
         tokens_in, tokens_out = 100 + index, 10 + index % 7
         metered = index % 11 != 0
-        event = LLMCallEventFactory(
+        event = LLMCallEventFactory.build(
             turn=turn,
             model_alias=alias,
             provider_model=f"offline:{alias}",
@@ -54,10 +54,13 @@ def make_usage(user, count: int, *, start: dt.datetime = T0, step_minutes: int =
             metered=metered,
             latency_ms=index,
         )
-        rows.append((event.pk, when))
-    for pk, when in rows:
-        LLMCallEvent.objects.filter(pk=pk).update(created_at=when)
-    return list(LLMCallEvent.objects.filter(pk__in=[pk for pk, _ in rows]))
+        rows.append((event, when))
+    # Three queries, not two per row: these fixtures hold hundreds of rows per test.
+    events = LLMCallEvent.objects.bulk_create([event for event, _ in rows])
+    for event, when in rows:
+        event.created_at = when  # auto_now_add stamped "now" at the insert
+    LLMCallEvent.objects.bulk_update(events, ["created_at"])
+    return list(LLMCallEvent.objects.filter(pk__in=[event.pk for event in events]))
 
 
 def newest_first(events) -> list[int]:
