@@ -9,6 +9,7 @@ is priced with it. Screenshots land in test-artifacts/.
 from __future__ import annotations
 
 import re
+import time
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -314,7 +315,9 @@ def test_chat_errors_retry_with_the_same_key_no_double_submit_and_uploads(
         page.route(f"**/api/v1/rooms/{room.pk}/turns/", lambda route: held.append(route))
         page.fill("#composer-content", "Second question")
         page.click("#composer-send")
+        deadline = time.monotonic() + 30
         while not held:
+            assert time.monotonic() < deadline, "the second turn's request never left the page"
             page.wait_for_timeout(20)
         button = page.locator("#composer-send")
         assert button.is_disabled()
