@@ -4,6 +4,8 @@ from django.db import connection
 from billing import meter
 from tests.support import markers
 
+pytest_plugins = ("tests.support.fixtures",)  # user, other_user, api
+
 # Tests that take seconds to tens of seconds each; started first, so no worker is left
 # running one of them alone at the end of a parallel run.
 LONG_RUNNING = ("fuzz", "browser", "gunicorn")

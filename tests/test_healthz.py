@@ -1,15 +1,9 @@
 """GET /healthz: 200 when the database answers and every migration is applied, else 503."""
 
 import pytest
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from billing import meter
-
-
-def migrate_to(targets: list[tuple[str, str]] | None = None) -> None:
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets or executor.loader.graph.leaf_nodes())
+from tests.support.migrations import migrate_to
 
 
 @pytest.mark.django_db

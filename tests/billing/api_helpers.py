@@ -1,11 +1,10 @@
-"""Shared helpers for the billing API tests: clients, usage rows at chosen times, page walks."""
+"""Shared helpers for the billing API tests: usage rows at chosen times, page walks."""
 
 from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
 
-from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from chat.models import LLMCallEvent
@@ -13,14 +12,6 @@ from tests.factories import LLMCallEventFactory, TurnFactory
 
 T0 = dt.datetime(2026, 3, 1, 9, 0, tzinfo=dt.UTC)
 ALIASES = ["gpt-4o", "claude-sonnet", "deepseek"]
-
-
-def client_for(user) -> APIClient:
-    """An API client that authenticates the real way: a knox bearer token."""
-    _, token = AuthToken.objects.create(user)
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
 
 
 def make_usage(user, count: int, *, start: dt.datetime = T0, step_minutes: int = 37, tie_every: int = 5):

@@ -17,24 +17,15 @@ import psycopg
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
-from knox.models import AuthToken
 
 from billing import meter, propagation, services
 from billing.models import ModelPricing, PricingChange
 from tests.factories import UserFactory
+from tests.support.clients import token_for
 from tests.support.gunicorn_server import gunicorn_server
+from tests.support.waiting import wait_until
 
 transactional = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-def wait_until(condition, *, timeout: float = 10.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def silent_edit(alias: str, multiplier: str) -> PricingChange:
@@ -217,8 +208,7 @@ def test_start_listener_once_per_process_and_only_when_enabled(settings):
 
 def admin_token() -> tuple[object, str]:
     admin = UserFactory(username="pricing-admin")
-    _, token = AuthToken.objects.create(admin)
-    return admin, token
+    return admin, token_for(admin)
 
 
 def ready(health: dict) -> bool:

@@ -16,8 +16,9 @@ from django.utils import timezone
 from billing.models import CreditTransaction
 from chat import llm, services
 from chat.models import LLMCallEvent, Turn, TurnIdempotencyKey
-from tests.chat.helpers import balance_of, db_state, logged_in
-from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
+from tests.chat.helpers import balance_of, db_state
+from tests.factories import RoomFactory, UserFactory
+from tests.support.clients import live_token, logged_in
 
 
 def post_turn(client, room, key: str, **body):
@@ -187,11 +188,7 @@ def test_purge_keeps_keys_for_at_least_a_day(user):
 def test_eight_concurrent_requests_with_one_key_run_one_turn_and_charge_once(live_server, monkeypatch):
     user = UserFactory()
     room = RoomFactory(owner=user, agents=["gpt-4o", "deepseek"])
-    token = requests.post(
-        f"{live_server.url}/api/v1/auth/token",
-        json={"username": user.username, "password": DEFAULT_PASSWORD},
-        timeout=30,
-    ).json()["token"]
+    token = live_token(live_server.url, user)
     real_run_agent = llm.run_agent
     started: list[type] = []  # one entry per request the live server has begun
     all_started = threading.Event()

@@ -14,8 +14,9 @@ from billing.models import CreditTransaction, CreditWallet
 from billing.services import pricing_update_multiplier
 from chat import llm, services
 from chat.models import LLMCallEvent, Message, Turn
-from tests.chat.helpers import balance_of, db_state, failing_insert, logged_in, upload
+from tests.chat.helpers import balance_of, db_state, failing_insert, upload
 from tests.factories import RoomFactory, UserFactory
+from tests.support.clients import logged_in
 
 pytestmark = pytest.mark.django_db
 

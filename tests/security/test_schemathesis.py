@@ -22,7 +22,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from knox.models import AuthToken
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -36,6 +35,7 @@ from schemathesis.specs.openapi.checks import (
 from billing.models import ModelPricing
 from chat import services as chat_services
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
+from tests.support.clients import token_for
 
 pytestmark = pytest.mark.fuzz
 CHECKS = [
@@ -65,11 +65,6 @@ def _assert_reconciled() -> None:
         call_command("reconcile_wallets")
     except SystemExit as exc:  # the command exits 1 on drift
         pytest.fail(f"reconcile_wallets exited {exc.code} after fuzzing")
-
-
-def _token_for(user) -> str:
-    _instance, token = AuthToken.objects.create(user=user)
-    return token
 
 
 def _known_inputs(user) -> tuple[dict, dict]:
@@ -135,7 +130,7 @@ def _live_schema(live_server, settings, *, admin: bool):
     schema = schemathesis.openapi.from_url(
         f"{live_server.url}/api/schema/", headers={"Accept": "application/vnd.oai.openapi+json"}
     )
-    token = _token_for(user)
+    token = token_for(user)
 
     @schema.auth()
     class BearerToken:
