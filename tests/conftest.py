@@ -2,6 +2,52 @@ import pytest
 from django.db import connection
 
 from billing import meter
+from tests.support import markers
+
+pytest_plugins = ("tests.support.fixtures",)  # user, other_user, api
+
+# Tests that take seconds to tens of seconds each; started first, so no worker is left
+# running one of them alone at the end of a parallel run.
+LONG_RUNNING = ("fuzz", "browser", "gunicorn")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """Start the long-running tests first among the transactional ones.
+
+    Runs after pytest-django's sort (database tests, then transactional ones, then the
+    rest), which must hold on every xdist worker: a transactional test leaves the
+    database empty, so no plain database test may follow it. `--dist load` hands each
+    worker its tests in this order, so the long ones start early instead of leaving
+    one worker busy alone at the end. Only transactional tests move, within their block.
+    """
+    transactional = {index for index, item in enumerate(items) if _is_transactional(item)}
+    if not transactional:
+        return
+    start = min(transactional)
+    first, rest = [], []
+    for index, item in enumerate(items[start:], start):
+        long_running = any(item.get_closest_marker(name) for name in LONG_RUNNING)
+        (first if long_running and index in transactional else rest).append(item)
+    items[start:] = first + rest
+
+
+def _is_transactional(item) -> bool:
+    """pytest-django's test: `transaction` or `reset_sequences` on django_db, or a live server."""
+    marker = item.get_closest_marker("django_db")
+    if marker is not None:
+        arguments = dict(zip(("transaction", "reset_sequences"), marker.args, strict=False)) | marker.kwargs
+        if arguments.get("transaction") or arguments.get("reset_sequences"):
+            return True
+    return bool({"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ())))
+
+
+@pytest.fixture(autouse=True)
+def _running_markers(request):
+    """Let the helpers that start gunicorn or Chromium check the test carries their marker."""
+    markers.running = frozenset(marker.name for marker in request.node.iter_markers())
+    yield
+    markers.running = None
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,15 +1,27 @@
 """factory_boy factories shared by every test module."""
 
 from decimal import Decimal
+from functools import cache
 
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.db.models.signals import post_save
 
 from billing.models import UsageEvent
 from chat.models import Room, Turn
 
 DEFAULT_PASSWORD = "correct horse battery staple"
+
+
+@cache
+def default_password_hash() -> str:
+    """DEFAULT_PASSWORD hashed once per process, by the project's real (deliberately slow) hasher.
+
+    Hashing it for every user cost ~0.1 s of CPU each, most of the suite's time; every
+    factory user shares this hash and logs in with DEFAULT_PASSWORD, gunicorn included.
+    """
+    return make_password(DEFAULT_PASSWORD)
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -19,7 +31,7 @@ class UserFactory(factory.django.DjangoModelFactory):
 
     username = factory.Sequence(lambda n: f"user{n}")
     email = factory.LazyAttribute(lambda o: f"{o.username}@example.test")
-    password = factory.PostGenerationMethodCall("set_password", DEFAULT_PASSWORD)
+    password = factory.LazyFunction(default_password_hash)
 
     @factory.post_generation
     def save_password(obj, create, extracted, **kwargs):

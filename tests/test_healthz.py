@@ -1,22 +1,17 @@
 """GET /healthz (public, status only) and GET /healthz/detail (staff or the HEALTHZ_TOKEN bearer)."""
 
 import pytest
-from django.db import DatabaseError, connection
-from django.db.migrations.executor import MigrationExecutor
+from django.db import DatabaseError
 
 from billing import meter
 from pantheon import views
 from tests.factories import UserFactory
+from tests.support.migrations import migrate_to
 
 TOKEN = "a-healthz-token-for-tests-0123456789"
 DRIVER_TEXT = (
     'connection to server at "10.1.2.3", port 6543 failed: FATAL: role "pantheon_prod" does not exist'
 )
-
-
-def migrate_to(targets: list[tuple[str, str]] | None = None) -> None:
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets or executor.loader.graph.leaf_nodes())
 
 
 @pytest.fixture

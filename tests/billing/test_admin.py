@@ -13,12 +13,9 @@ from billing import meter, services
 from billing.models import CreditTransaction, CreditWallet, ModelPricing, PricingChange, PricingVersion
 from tests.factories import UserFactory
 from tests.support.gunicorn_server import gunicorn_server
+from tests.support.pricing import stored_multiplier
 
 CHANGELIST = "/admin/billing/modelpricing/"
-
-
-def stored(alias: str) -> Decimal:
-    return ModelPricing.objects.get(pricing_version__is_active=True, model_alias=alias).multiplier
 
 
 def admin_client(user=None) -> tuple[Client, object]:
@@ -54,7 +51,9 @@ def test_list_editable_edit_goes_through_the_service(django_capture_on_commit_ca
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = client.post(CHANGELIST, changelist_post({"gpt-4o": "2.25", "deepseek": "0.55"}))
     assert response.status_code == 302, response.content[:2000]
-    assert stored("gpt-4o") == Decimal("2.2500") and stored("deepseek") == Decimal("0.5500")
+    assert stored_multiplier("gpt-4o") == Decimal("2.2500") and stored_multiplier("deepseek") == Decimal(
+        "0.5500"
+    )
     changes = {c.model_alias: c for c in PricingChange.objects.all()}
     assert set(changes) == {"gpt-4o", "deepseek"}  # unchanged rows write nothing
     assert all(c.source == "admin" and c.changed_by == boss for c in changes.values())
@@ -86,7 +85,7 @@ def test_list_editable_bad_value_is_a_form_error(value, message):
     assert response.status_code == 200
     assert message.encode() in response.content
     assert b"errorlist" in response.content
-    assert stored("gpt-4o") == Decimal("2.0000")
+    assert stored_multiplier("gpt-4o") == Decimal("2.0000")
     assert not PricingChange.objects.exists()
 
 
@@ -120,7 +119,7 @@ def test_change_form_bad_value_shows_the_error(value):
     response = client.post(f"/admin/billing/modelpricing/{row.pk}/change/", {"multiplier": value})
     assert response.status_code == 200
     assert b"errorlist" in response.content
-    assert stored("claude-haiku") == Decimal("0.8000")
+    assert stored_multiplier("claude-haiku") == Decimal("0.8000")
 
 
 @pytest.mark.django_db
@@ -141,7 +140,7 @@ def test_staff_without_the_permission_cannot_edit_prices():
     assert client.get(CHANGELIST).status_code == 200
     assert b'name="form-0-multiplier"' not in client.get(CHANGELIST).content
     response = client.post(CHANGELIST, changelist_post({"gpt-4o": "9"}))
-    assert stored("gpt-4o") == Decimal("2.0000"), response.status_code
+    assert stored_multiplier("gpt-4o") == Decimal("2.0000"), response.status_code
     nobody, _ = admin_client(UserFactory(is_staff=True))
     assert nobody.get(CHANGELIST).status_code == 403
 
@@ -186,6 +185,8 @@ def test_wallets_and_ledger_search_by_username():
     assert [entry.wallet.user.username for entry in ledger] == ["bob"]
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_admin_edit_reaches_every_worker_within_one_second():
     client, boss = admin_client()

@@ -11,9 +11,10 @@ from django.contrib.auth.models import Group, Permission
 from rest_framework.test import APIClient
 
 from billing import meter
-from billing.models import ModelPricing, PricingChange
-from tests.billing.api_helpers import client_for
+from billing.models import PricingChange
 from tests.factories import UserFactory
+from tests.support.clients import client_for
+from tests.support.pricing import staff_with_pricing_permission, stored_multiplier
 
 LIST = "/api/v1/admin/pricing"
 SEEDED = {
@@ -39,19 +40,9 @@ def patch(client: APIClient, body, alias: str = "gpt-4o", *, raw: bool = False):
     return client.patch(detail(alias), data=data, content_type="application/json")
 
 
-def staff_with_permission(**extra):
-    user = UserFactory(is_staff=True, **extra)
-    user.user_permissions.add(Permission.objects.get(codename="change_modelpricing"))
-    return user
-
-
 @pytest.fixture
 def admin_client():
-    return client_for(staff_with_permission())
-
-
-def stored(alias: str = "gpt-4o") -> Decimal:
-    return ModelPricing.objects.get(pricing_version__is_active=True, model_alias=alias).multiplier
+    return client_for(staff_with_pricing_permission())
 
 
 # --- who may ----------------------------------------------------------------------
@@ -63,7 +54,7 @@ def test_anonymous_is_401_on_both():
         assert response.status_code == 401
         assert response.json()["error"] == "not_authenticated"
         assert response["WWW-Authenticate"].startswith("Bearer")
-    assert stored() == Decimal("2.0000")
+    assert stored_multiplier() == Decimal("2.0000")
 
 
 @pytest.mark.parametrize(
@@ -83,7 +74,7 @@ def test_non_admins_are_403_on_both(make_user):
             "error": "permission_denied",
             "detail": "Only pricing administrators can do this.",
         }
-    assert stored() == Decimal("2.0000")
+    assert stored_multiplier() == Decimal("2.0000")
     assert not PricingChange.objects.exists()
 
 
@@ -104,13 +95,13 @@ def test_inactive_staff_is_refused(with_permission):
     session_client.force_authenticate(user)  # even if something authenticated it
     for response in (session_client.get(LIST), patch(session_client, {"multiplier": "3"})):
         assert response.status_code == 403
-    assert stored() == Decimal("2.0000")
+    assert stored_multiplier() == Decimal("2.0000")
 
 
 @pytest.mark.parametrize(
     "make_user",
     [
-        pytest.param(staff_with_permission, id="staff with the permission"),
+        pytest.param(staff_with_pricing_permission, id="staff with the permission"),
         pytest.param(lambda: UserFactory(is_staff=True, is_superuser=True), id="staff superuser"),
         pytest.param(lambda: _in_group_with_permission(UserFactory(is_staff=True)), id="staff via a group"),
     ],
@@ -177,12 +168,12 @@ def test_patch_accepts_decimal_strings_and_json_numbers(
     body = response.json()
     assert list(body) == ["model_alias", "multiplier", "updated_at"]
     assert body["model_alias"] == "gpt-4o" and body["multiplier"] == expected
-    assert stored() == Decimal(expected)
+    assert stored_multiplier() == Decimal(expected)
     assert meter.get_model_multiplier("gpt-4o") == Decimal(expected)
 
 
 def test_patch_writes_the_audit_row(django_capture_on_commit_callbacks):
-    editor = staff_with_permission(username="pricer")
+    editor = staff_with_pricing_permission(username="pricer")
     with django_capture_on_commit_callbacks(execute=True):
         patch(client_for(editor), {"multiplier": "1.75"}, alias="claude-sonnet")
     change = PricingChange.objects.get()
@@ -253,7 +244,7 @@ def test_every_bad_body_is_400_and_changes_nothing(
         assert body["error"] == "invalid"
         assert body["detail"][field][0]  # a message naming the problem
     assert callbacks == []
-    assert stored() == Decimal("2.0000")
+    assert stored_multiplier() == Decimal("2.0000")
     assert meter.get_model_multiplier("gpt-4o") == Decimal("2.0000")
     assert not PricingChange.objects.exists()
 
@@ -289,4 +280,4 @@ def test_other_methods_and_media_types_are_refused(admin_client):
     form = admin_client.patch(detail(), "multiplier=3", content_type="application/x-www-form-urlencoded")
     assert form.status_code == 415
     assert form.json()["error"] == "unsupported_media_type"
-    assert stored() == Decimal("2.0000")
+    assert stored_multiplier() == Decimal("2.0000")

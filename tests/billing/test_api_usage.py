@@ -15,8 +15,9 @@ from django.db import connection
 
 from billing import selectors
 from billing.api.pagination import CursorCodec
-from tests.billing.api_helpers import T0, client_for, make_usage, newest_first, walk
+from tests.billing.api_helpers import T0, make_usage, newest_first, walk
 from tests.factories import UserFactory
+from tests.support.clients import client_for
 
 USAGE = "/api/v1/users/me/usage"
 SUMMARY = "/api/v1/users/me/usage/summary"

@@ -13,8 +13,9 @@ from rest_framework.test import APIClient
 
 from billing import services
 from billing.models import CreditTransaction, CreditWallet
-from tests.billing.api_helpers import client_for, walk
+from tests.billing.api_helpers import walk
 from tests.factories import UsageEventFactory, UserFactory, UserWithoutWalletFactory
+from tests.support.clients import bearer, client_for, logged_in
 
 WALLET = "/api/v1/users/me/wallet"
 LEDGER = "/api/v1/users/me/transactions"
@@ -54,16 +55,13 @@ def test_wallet_is_created_lazily_with_the_beta_grant():
 
 def test_wallet_works_with_a_session_too():
     user = UserFactory()
-    client = APIClient()
-    client.force_login(user)
-    assert client.get(WALLET).status_code == 200
+    assert logged_in(user).get(WALLET).status_code == 200
 
 
 @pytest.mark.parametrize("path", [WALLET, LEDGER])
 def test_anonymous_and_bad_tokens_are_401(path):
     assert APIClient().get(path).status_code == 401
-    bad = APIClient()
-    bad.credentials(HTTP_AUTHORIZATION="Bearer not-a-real-token")
+    bad = bearer("not-a-real-token")
     response = bad.get(path)
     assert response.status_code == 401
     assert response.json()["error"] == "authentication_failed"

@@ -1,25 +1,18 @@
 """The beta grant: by data migration for existing users, once for every new wallet."""
 
-import threading
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from billing.models import CreditTransaction, CreditWallet
 from billing.services import beta_grant_key, wallet_debit, wallet_get_or_create
 from tests.factories import UserWithoutWalletFactory
+from tests.support.migrations import migrate_to
+from tests.support.threads import run_in_threads
 
 BEFORE_GRANT = [("billing", "0002_seed_pricing")]
-
-
-def migrate_to(targets: list[tuple[str, str]] | None = None) -> MigrationExecutor:
-    """Migrate the test database to `targets` (None: every app's latest migration)."""
-    executor = MigrationExecutor(connection)
-    executor.migrate(targets or executor.loader.graph.leaf_nodes())
-    return MigrationExecutor(connection)
 
 
 @pytest.fixture
@@ -145,26 +138,10 @@ def test_no_grant_when_disabled(settings):
 def test_concurrent_wallet_creation_grants_once():
     users = [UserWithoutWalletFactory() for _ in range(3)]
     threads_per_user = 6
-    barrier = threading.Barrier(threads_per_user * len(users))
-    wallet_ids: list[int] = []
-    errors: list[BaseException] = []
+    callers = [user for user in users for _ in range(threads_per_user)]
 
-    def create(user) -> None:
-        try:
-            barrier.wait()
-            wallet_ids.append(wallet_get_or_create(user=user).pk)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
+    wallet_ids = run_in_threads(lambda i: wallet_get_or_create(user=callers[i]).pk, len(callers))
 
-    threads = [threading.Thread(target=create, args=(u,)) for u in users for _ in range(threads_per_user)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
     assert len(wallet_ids) == threads_per_user * len(users)
     for user in users:
         wallet = CreditWallet.objects.get(user=user)

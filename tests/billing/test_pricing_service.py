@@ -1,20 +1,17 @@
 """billing.services.pricing_update_multiplier and parse_multiplier, on PostgreSQL."""
 
 import itertools
-import threading
 from decimal import Decimal
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 
 from billing import meter, services
 from billing.models import ModelPricing, PricingChange
 from billing.signals import pricing_changed
 from tests.factories import UserFactory
-
-
-def stored(alias: str) -> Decimal:
-    return ModelPricing.objects.get(pricing_version__is_active=True, model_alias=alias).multiplier
+from tests.support.pricing import stored_multiplier
+from tests.support.threads import run_in_threads
 
 
 @pytest.fixture
@@ -92,7 +89,7 @@ def test_update_changes_price_writes_audit_and_signals_after_commit(
         )
         assert signals_seen == []  # nothing before the commit
     assert len(callbacks) == 1
-    assert stored("gpt-4o") == Decimal("2.7500")
+    assert stored_multiplier("gpt-4o") == Decimal("2.7500")
     assert update.old_multiplier == Decimal("2.0000")
     change = PricingChange.objects.get()
     assert change == update.change
@@ -135,7 +132,7 @@ def test_unknown_alias_and_bad_value_change_nothing(django_capture_on_commit_cal
                 model_alias="gpt-4o", multiplier="3", changed_by=None, source="cron"
             )
     assert callbacks == []
-    assert stored("gpt-4o") == Decimal("2.0000")
+    assert stored_multiplier("gpt-4o") == Decimal("2.0000")
     assert meter.get_model_multiplier("gpt-4o") == Decimal("2.0000")
     assert not PricingChange.objects.exists()
 
@@ -156,7 +153,7 @@ def test_edit_of_an_inactive_version_is_audited_and_leaves_active_price(django_c
         )
     assert update.model_pricing.pricing_version == draft
     assert update.change.pricing_version == "2026-04-01"
-    assert stored("gpt-4o") == Decimal("2.0000")
+    assert stored_multiplier("gpt-4o") == Decimal("2.0000")
     assert meter.get_model_multiplier("gpt-4o") == Decimal("2.0000")
 
 
@@ -169,7 +166,7 @@ def test_rolled_back_edit_never_signals_nor_reaches_the_cache(signals_seen):
         )
         raise RuntimeError("abort the surrounding transaction")
     assert signals_seen == []
-    assert stored("gpt-4o") == Decimal("2.0000")
+    assert stored_multiplier("gpt-4o") == Decimal("2.0000")
     assert meter.get_model_multiplier("gpt-4o") == Decimal("2.0000")
     assert not PricingChange.objects.exists()
 
@@ -185,30 +182,17 @@ def test_rolled_back_edit_never_signals_nor_reaches_the_cache(signals_seen):
 def test_concurrent_edits_serialise_into_one_audit_chain():
     """Eight threads edit the same alias at once: no edit is lost and the audit rows chain."""
     values = [Decimal(f"{3 + i}.{i}") for i in range(8)]
-    barrier = threading.Barrier(len(values))
-    errors = []
 
-    def edit(value: Decimal) -> None:
-        try:
-            barrier.wait()
-            services.pricing_update_multiplier(
-                model_alias="gpt-4o", multiplier=value, changed_by=None, source="api"
-            )
-        except Exception as exc:  # surfaced below
-            errors.append(exc)
-        finally:
-            connection.close()
+    def edit(i: int) -> None:
+        services.pricing_update_multiplier(
+            model_alias="gpt-4o", multiplier=values[i], changed_by=None, source="api"
+        )
 
-    threads = [threading.Thread(target=edit, args=(value,)) for value in values]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_in_threads(edit, len(values))
     changes = list(PricingChange.objects.order_by("id"))
     assert len(changes) == len(values)
     assert changes[0].old_multiplier == Decimal("2.0000")
     for earlier, later in itertools.pairwise(changes):
         assert later.old_multiplier == earlier.new_multiplier
     assert sorted(change.new_multiplier for change in changes) == sorted(values)
-    assert stored("gpt-4o") == changes[-1].new_multiplier
+    assert stored_multiplier("gpt-4o") == changes[-1].new_multiplier

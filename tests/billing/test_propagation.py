@@ -17,24 +17,15 @@ import psycopg
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
-from knox.models import AuthToken
 
 from billing import meter, propagation, services
 from billing.models import ModelPricing, PricingChange
 from tests.factories import UserFactory
+from tests.support.clients import token_for
 from tests.support.gunicorn_server import gunicorn_server
+from tests.support.waiting import wait_until
 
 transactional = pytest.mark.django_db(transaction=True, serialized_rollback=True)
-
-
-def wait_until(condition, *, timeout: float = 10.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def silent_edit(alias: str, multiplier: str) -> PricingChange:
@@ -217,14 +208,15 @@ def test_start_listener_once_per_process_and_only_when_enabled(settings):
 
 def admin_token() -> tuple[object, str]:
     admin = UserFactory(username="pricing-admin")
-    _, token = AuthToken.objects.create(admin)
-    return admin, token
+    return admin, token_for(admin)
 
 
 def ready(health: dict) -> bool:
     return health["pricing_listener"]["connected"] and health["pricing_cache"]["loaded"]
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @transactional
 def test_api_patch_reaches_all_four_workers_within_one_second():
     admin, token = admin_token()
@@ -257,6 +249,8 @@ def test_api_patch_reaches_all_four_workers_within_one_second():
     )
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @transactional
 def test_workers_catch_up_without_notify_within_the_check_interval():
     with gunicorn_server(workers=4, env={"PRICING_VERSION_CHECK_SECONDS": "0.5"}) as server:
@@ -272,6 +266,8 @@ def test_workers_catch_up_without_notify_within_the_check_interval():
     print(f"\nsafety-net catch-up per worker (interval 0.5 s): {[round(lag, 3) for lag in lags]} s")
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @transactional
 def test_workers_reconnect_after_listener_backends_are_terminated_and_catch_up():
     with gunicorn_server(workers=2, env={"PRICING_VERSION_CHECK_SECONDS": "60"}) as server:
@@ -304,6 +300,8 @@ def test_workers_reconnect_after_listener_backends_are_terminated_and_catch_up()
     assert all(h["pricing_cache"]["loaded_at"] - started < 1.0 for h in notified.values())
 
 
+@pytest.mark.gunicorn
+@pytest.mark.serial
 @transactional
 def test_preloaded_app_starts_a_listener_in_every_forked_worker():
     """gunicorn --preload imports wsgi.py in the master; each forked worker must listen on its own."""

@@ -1,13 +1,10 @@
 """Ledger writes (billing/services.py), single-threaded and under real concurrency."""
 
-import threading
-from collections.abc import Callable
 from decimal import Decimal
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from billing.models import CreditTransaction, CreditWallet
 from billing.selectors import ledger_drifts
@@ -23,6 +20,7 @@ from billing.services import (
     wallet_refund,
 )
 from tests.factories import UsageEventFactory, UserFactory
+from tests.support.threads import run_in_threads
 
 THREADS = 8
 DEBITS_PER_THREAD = 50
@@ -219,32 +217,6 @@ def test_debit_many_with_no_lines_or_a_bad_line_writes_nothing(wallet):
 # --- concurrency: real threads, real PostgreSQL -------------------------------------------
 
 
-def run_in_threads(target: Callable[[int], object], count: int = THREADS) -> list:
-    """Run target(i) in `count` threads released together; re-raise the first error."""
-    barrier = threading.Barrier(count)
-    results: list = [None] * count
-    errors: list[BaseException] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait()
-            results[i] = target(i)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            # Each thread has its own connection; hand it back before the test flushes.
-            connection.close()
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
-
-
 def reconcile() -> str:
     out, err = StringIO(), StringIO()
     call_command("reconcile_wallets", stdout=out, stderr=err)
@@ -265,7 +237,7 @@ def test_concurrent_debits_on_one_wallet_lose_no_update():
         for step in range(DEBITS_PER_THREAD):
             wallet_debit(wallet_id=wallet.pk, amount=amount_for(thread, step), description=f"t{thread}")
 
-    run_in_threads(debit_many_times)
+    run_in_threads(debit_many_times, THREADS)
 
     expected_burn = sum(
         (amount_for(t, s) for t in range(THREADS) for s in range(DEBITS_PER_THREAD)), Decimal(0)
@@ -291,7 +263,7 @@ def test_concurrent_repeats_of_one_idempotency_key_charge_once():
             ids.append(row.pk)
         return ids
 
-    results = run_in_threads(debit_same_key)
+    results = run_in_threads(debit_same_key, THREADS)
 
     # Every thread got the same row for each key.
     assert all(ids == results[0] for ids in results)
@@ -313,7 +285,7 @@ def test_concurrent_conflicting_writes_on_one_key_charge_once_and_conflict_for_t
             return "conflict"
         return "charged"
 
-    outcomes = run_in_threads(debit_own_amount)
+    outcomes = run_in_threads(debit_own_amount, THREADS)
 
     assert sorted(outcomes) == ["charged"] + ["conflict"] * (THREADS - 1)
     row = CreditTransaction.objects.get(idempotency_key="contested")
@@ -335,7 +307,7 @@ def test_concurrent_debit_many_and_single_debits_lose_no_update():
             else:
                 wallet_debit(wallet_id=wallet.pk, amount=amount_for(thread, step))
 
-    run_in_threads(mixed)
+    run_in_threads(mixed, THREADS)
 
     batches = (THREADS // 2) * 20
     singles = sum((amount_for(t, s) for t in range(0, THREADS, 2) for s in range(20)), Decimal(0))
@@ -360,7 +332,7 @@ def test_concurrent_writers_on_many_wallets_stay_consistent():
             else:
                 wallet_adjust(wallet_id=target.pk, amount=Decimal("-0.5"))
 
-    run_in_threads(spread)
+    run_in_threads(spread, THREADS)
 
     for wallet in wallets:
         assert_ledger_consistent(wallet.pk)

@@ -1,6 +1,7 @@
-"""Chat test fixtures: users, a logged-in API client, fake providers on demand.
+"""Chat test fixtures: fake providers on demand.
 
-Offline models and a temporary upload disk come from `tests/conftest.py`.
+Offline models and a temporary upload disk come from `tests/conftest.py`; `user`,
+`other_user` and the logged-in `api` client from `tests/support/fixtures.py`.
 """
 
 from __future__ import annotations
@@ -8,30 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from rest_framework.test import APIClient
 
-from tests.chat.helpers import logged_in
-from tests.factories import UserFactory
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.fake_tavily import FakeTavily
 
 FAKE_OPENAI_KEY = "sk-test-openai-not-a-real-key"
 FAKE_TAVILY_KEY = "tvly-test-not-a-real-key"
-
-
-@pytest.fixture
-def user(db):
-    return UserFactory()
-
-
-@pytest.fixture
-def other_user(db):
-    return UserFactory()
-
-
-@pytest.fixture
-def api(user) -> APIClient:
-    return logged_in(user)
 
 
 @pytest.fixture

@@ -8,17 +8,10 @@ from decimal import Decimal
 
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
-from rest_framework.test import APIClient
 
 from billing.models import CreditTransaction, CreditWallet, UsageEvent
 from chat import services
 from chat.models import Message, ToolCallEvent, Turn, TurnIdempotencyKey, UploadedFile
-
-
-def logged_in(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)  # a real session, as the browser uses
-    return client
 
 
 def upload(user, name: str = "notes.txt", data: bytes = b"hello file", content_type: str = "text/plain"):

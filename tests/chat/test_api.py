@@ -12,8 +12,9 @@ from rest_framework.test import APIClient
 from billing import meter
 from chat import services
 from chat.models import Room, Turn
-from tests.chat.helpers import db_state, logged_in, upload
+from tests.chat.helpers import db_state, upload
 from tests.factories import RoomFactory
+from tests.support.clients import logged_in
 
 pytestmark = pytest.mark.django_db
 
@@ -161,8 +162,7 @@ def test_history_is_newest_first_paginated_and_has_no_balance(api, user):
     newest = page["results"][0]
     assert set(newest) == TURN_KEYS - {"balance"}
     assert {k: v for k, v in posted[2].items() if k != "balance"} == newest
-    older = APIClient()
-    older.force_login(user)
+    older = logged_in(user)
     rest = older.get(page["next"]).json()
     assert [t["id"] for t in rest["results"]] == [posted[0]["id"]]
 

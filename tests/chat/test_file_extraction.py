@@ -38,9 +38,10 @@ from chat.tools.file_parse import MAX_JSON_DEPTH
 from chat.tools.file_parse import make_tool as make_file_parse
 from chat.tools.file_read import make_tool as make_file_read
 from pantheon.text import storable
-from tests.chat.helpers import logged_in, upload
+from tests.chat.helpers import upload
 from tests.factories import RoomFactory, UserFactory
 from tests.support import pdf
+from tests.support.clients import logged_in
 from tests.support.hostile import deep_json, hostile_text, huge_csv, nested_json
 
 MiB = 1024 * 1024

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
@@ -11,13 +10,15 @@ from decimal import Decimal
 import pytest
 import requests
 from django.core.management import call_command
+from django.core.signals import request_started
 from django.utils import timezone
 
 from billing.models import CreditTransaction, UsageEvent
 from chat import llm, services
 from chat.models import Turn, TurnIdempotencyKey
-from tests.chat.helpers import balance_of, db_state, logged_in
-from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
+from tests.chat.helpers import balance_of, db_state
+from tests.factories import RoomFactory, UserFactory
+from tests.support.clients import live_token, logged_in
 
 
 def post_turn(client, room, key: str, **body):
@@ -187,22 +188,27 @@ def test_purge_keeps_keys_for_at_least_a_day(user):
 def test_eight_concurrent_requests_with_one_key_run_one_turn_and_charge_once(live_server, monkeypatch):
     user = UserFactory()
     room = RoomFactory(owner=user, agents=["gpt-4o", "deepseek"])
-    token = requests.post(
-        f"{live_server.url}/api/v1/auth/token",
-        json={"username": user.username, "password": DEFAULT_PASSWORD},
-        timeout=30,
-    ).json()["token"]
+    token = live_token(live_server.url, user)
     real_run_agent = llm.run_agent
+    started: list[type] = []  # one entry per request the live server has begun
+    all_started = threading.Event()
 
-    def slow_run_agent(**kwargs):
-        time.sleep(0.2)  # keep the first request running while the duplicates arrive
+    def count_request(sender, **kwargs):
+        started.append(sender)
+        if len(started) >= 8:
+            all_started.set()
+
+    def held_run_agent(**kwargs):
+        # The first request's model call waits until every duplicate has reached the server.
+        if not all_started.wait(timeout=30):
+            raise AssertionError(f"only {len(started)} of 8 requests reached the server")
         return real_run_agent(**kwargs)
 
-    monkeypatch.setattr(llm, "run_agent", slow_run_agent)
+    monkeypatch.setattr(llm, "run_agent", held_run_agent)
     start = threading.Barrier(8)
 
     def post(_: int) -> requests.Response:
-        start.wait()
+        start.wait(timeout=30)
         return requests.post(
             f"{live_server.url}/api/v1/rooms/{room.pk}/turns/",
             json={"content": "Charge me once"},
@@ -210,8 +216,12 @@ def test_eight_concurrent_requests_with_one_key_run_one_turn_and_charge_once(liv
             timeout=60,
         )
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(post, range(8)))
+    request_started.connect(count_request)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            responses = list(pool.map(post, range(8)))
+    finally:
+        request_started.disconnect(count_request)
 
     assert [r.status_code for r in responses] == [201] * 8
     bodies = [r.json() for r in responses]

@@ -10,9 +10,10 @@ import pytest
 
 from billing.models import CreditHold, CreditTransaction, CreditWallet
 from billing.services import wallet_debit
-from tests.chat.helpers import balance_of, logged_in, upload
+from tests.chat.helpers import balance_of, upload
 from tests.factories import RoomFactory
 from tests.reliability.audit import assert_books_balance
+from tests.support.clients import logged_in
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from billing.models import UsageEvent
 from chat.mentions import parse_mentions
 from chat.models import Turn
-from tests.chat.helpers import logged_in
 from tests.factories import RoomFactory
+from tests.support.clients import logged_in
 
 pytestmark = pytest.mark.django_db
 

@@ -15,8 +15,9 @@ from billing.services import pricing_update_multiplier
 from chat import llm, services
 from chat.llm.tokens import text_tokens
 from chat.models import Message, Turn
-from tests.chat.helpers import balance_of, db_state, failing_insert, logged_in, upload
+from tests.chat.helpers import balance_of, db_state, failing_insert, upload
 from tests.factories import RoomFactory, UserFactory, UserWithoutWalletFactory
+from tests.support.clients import logged_in
 
 pytestmark = pytest.mark.django_db
 

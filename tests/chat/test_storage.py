@@ -19,7 +19,8 @@ from moto.server import ThreadedMotoServer
 from chat import services, storage
 from chat.models import UploadedFile
 from chat.tools.file_parse import make_tool as make_file_parse
-from tests.chat.helpers import db_state, logged_in
+from tests.chat.helpers import db_state
+from tests.support.clients import logged_in
 
 BUCKET = "pantheon-test-uploads"
 

@@ -9,6 +9,7 @@ is priced with it. Screenshots land in test-artifacts/.
 from __future__ import annotations
 
 import re
+import time
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
@@ -76,6 +77,7 @@ def header_balance(page) -> Decimal:
     return credits(page.locator('[data-testid="header-balance"]').inner_text())
 
 
+@pytest.mark.browser
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_sign_up_chat_wallet_and_live_repricing(live_server, orm_in_playwright_thread):
     base = live_server.url
@@ -252,6 +254,7 @@ def error_text(page) -> str:
     return box.inner_text()
 
 
+@pytest.mark.browser
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_chat_errors_retry_with_the_same_key_no_double_submit_and_uploads(
     live_server, settings, orm_in_playwright_thread
@@ -322,7 +325,9 @@ def test_chat_errors_retry_with_the_same_key_no_double_submit_and_uploads(
         )
         page.fill("#composer-content", "Second question")
         page.click("#composer-send")
+        deadline = time.monotonic() + 30
         while not held:
+            assert time.monotonic() < deadline, "the second turn's request never left the page"
             page.wait_for_timeout(20)
         button = page.locator("#composer-send")
         assert button.is_disabled()

@@ -14,7 +14,7 @@ from tests.factories import RoomFactory, UserFactory
 from tests.support.browser import chromium, screenshot
 from tests.support.chat_page import log_in
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 QUOTE_HAS = "text => document.getElementById('composer-quote').textContent.includes(text)"
 QUOTE_CHANGED = (
     "old => { const t = document.getElementById('composer-quote').textContent; return t && t !== old; }"

@@ -24,7 +24,7 @@ from tests.factories import DEFAULT_PASSWORD, RoomFactory, TurnFactory, UsageEve
 from tests.support.browser import chromium, screenshot
 from tests.support.chat_page import log_in
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 RECORD_CSP = """
 window.__csp = [];

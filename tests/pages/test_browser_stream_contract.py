@@ -32,7 +32,7 @@ from tests.support.chat_page import (
 )
 from tests.support.sse_contract import ContractStream
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from tests.support.chat_page import (
 )
 from tests.support.fake_openai import FakeOpenAI
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 # Markdown, so the rendered turn shows a list and a table where the stream showed plain text.
 REPLY = (

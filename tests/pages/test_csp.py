@@ -53,6 +53,7 @@ def test_no_template_has_an_inline_script_or_handler():
         assert "javascript:" not in text, template
 
 
+@pytest.mark.browser
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_no_page_violates_the_policy_in_chromium(live_server, orm_in_playwright_thread):
     base = live_server.url

@@ -26,16 +26,15 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.db import connection
-from knox.models import AuthToken
 
 from chat.models import Turn, TurnIdempotencyKey
 from tests.factories import RoomFactory, UserFactory
 from tests.reliability.audit import assert_books_balance, snapshot
+from tests.support.clients import token_for
 from tests.support.faults import (
     POSTGRES_PORT,
     HeldOpenAI,
@@ -45,7 +44,9 @@ from tests.support.faults import (
     socket_owner,
 )
 from tests.support.gunicorn_server import GunicornServer, gunicorn_server
+from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.gunicorn
 transactional = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 LEASE_SECONDS = 2
 
@@ -73,7 +74,7 @@ class Customer:
     def __init__(self, server: GunicornServer) -> None:
         self.user = UserFactory()
         self.room = RoomFactory(owner=self.user, agents=["gpt-4o"])
-        _, self.token = AuthToken.objects.create(self.user)
+        self.token = token_for(self.user)
         self.server = server
 
     def post_turn(self, content: str, *, key: str | None = None, timeout: float = 30.0):
@@ -93,16 +94,6 @@ def terminate(backends: list[int]) -> None:
     with connection.cursor() as cursor:
         for backend in backends:
             cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
-
-
-def wait_until(condition, *, timeout: float = 20.0, message: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def backend_alive(backend: int) -> bool:

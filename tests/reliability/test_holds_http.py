@@ -28,7 +28,7 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.faults import HeldOpenAI, gunicorn_workers
 from tests.support.gunicorn_server import gunicorn_server
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [pytest.mark.gunicorn, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 GTHREAD = ("--worker-class", "gthread", "--threads", "16")
 CONTENT = "How many credits will this cost?"
 

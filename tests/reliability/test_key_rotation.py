@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import pytest
-from knox.models import AuthToken
-from rest_framework.test import APIClient
 
 from tests.factories import UsageEventFactory, UserFactory
+from tests.support.clients import client_for, logged_in
 from tests.support.gunicorn_server import PROJECT_ROOT
 
 OLD_KEY = "old-secret-key-for-the-rotation-test-0123456789-abcdefghijkl"
@@ -39,14 +38,10 @@ def test_rotating_secret_key_keeps_sessions_and_cursors_only_while_the_old_key_i
     user = UserFactory()
     turn = UsageEventFactory(user=user).turn
     UsageEventFactory(user=user, turn=turn, room=turn.room)
-    active, idle = APIClient(), APIClient()
-    active.force_login(user)  # sessions whose auth hash is signed under the old key
-    idle.force_login(user)
+    active, idle = logged_in(user), logged_in(user)  # sessions whose auth hash is signed under the old key
     cursor_url = active.get("/api/v1/users/me/usage?page_size=1").json()["next"]
     assert cursor_url
-    _, token = AuthToken.objects.create(user)
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    api = client_for(user)
 
     settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = NEW_KEY, [OLD_KEY]
     # Accepted through the fallback, and Django re-signs the visiting session under the new key.

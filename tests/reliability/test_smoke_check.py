@@ -24,6 +24,7 @@ from tests.factories import DEFAULT_PASSWORD, UserFactory
 from tests.reliability.audit import assert_books_balance
 from tests.support.gunicorn_server import HEALTHZ_TOKEN, PROJECT_ROOT, database_url, gunicorn_server
 
+pytestmark = pytest.mark.gunicorn
 transactional = pytest.mark.django_db(transaction=True, serialized_rollback=True)
 OFFLINE = {"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": "", "GOOGLE_API_KEY": "", "DEEPSEEK_API_KEY": ""}
 PASSING_STEPS = [

@@ -13,7 +13,6 @@ import pytest
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import check_password, get_hasher, identify_hasher
-from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
@@ -25,7 +24,9 @@ from billing.api.pagination import CursorCodec
 from billing.models import CreditTransaction, ModelPricing, PricingChange
 from chat import services as chat_services
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UsageEventFactory, UserFactory
+from tests.support.clients import bearer, logged_in
 from tests.support.gunicorn_server import gunicorn_server
+from tests.support.pricing import staff_with_pricing_permission, stored_multiplier
 
 User = get_user_model()
 WALLET = "/api/v1/users/me/wallet"
@@ -41,22 +42,6 @@ def _token(username: str, password: str = DEFAULT_PASSWORD) -> str:
     return response.json()["token"]
 
 
-def _bearer(token: str) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return client
-
-
-def _session(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
-
-
-def _multiplier(alias: str) -> Decimal:
-    return ModelPricing.objects.get(model_alias=alias, pricing_version__is_active=True).multiplier
-
-
 # --- tokens ------------------------------------------------------------------------------
 
 
@@ -64,11 +49,11 @@ def _multiplier(alias: str) -> Decimal:
 def test_an_expired_token_is_401_json_and_deleted():
     user = UserFactory()
     token = _token(user.username)
-    assert _bearer(token).get(WALLET).status_code == 200
+    assert bearer(token).get(WALLET).status_code == 200
 
     AuthToken.objects.filter(user=user).update(expiry=timezone.now() - timedelta(seconds=1))
 
-    response = _bearer(token).get(WALLET)
+    response = bearer(token).get(WALLET)
     assert response.status_code == 401
     assert response.json() == {"error": "authentication_failed", "detail": "Invalid token."}
     assert response["WWW-Authenticate"] == "Bearer"
@@ -86,6 +71,7 @@ def test_tokens_expire_after_token_ttl_hours():
     assert ttl <= lifetime < ttl + timedelta(seconds=5)
 
 
+@pytest.mark.gunicorn
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_logout_revokes_the_token_at_once_on_every_worker():
     user = UserFactory()
@@ -111,9 +97,9 @@ def test_logout_revokes_the_token_at_once_on_every_worker():
 def test_a_revoked_token_cannot_log_out_again_and_other_tokens_survive():
     user = UserFactory()
     first, second = _token(user.username), _token(user.username)
-    assert _bearer(first).post("/api/v1/auth/logout").status_code == 204
-    assert _bearer(first).post("/api/v1/auth/logout").status_code == 401
-    assert _bearer(second).get(WALLET).status_code == 200
+    assert bearer(first).post("/api/v1/auth/logout").status_code == 204
+    assert bearer(first).post("/api/v1/auth/logout").status_code == 401
+    assert bearer(second).get(WALLET).status_code == 200
 
 
 # --- passwords ---------------------------------------------------------------------------------
@@ -156,9 +142,7 @@ def staff_without_permission(db):
 
 @pytest.fixture
 def staff_with_permission(db):
-    user = UserFactory(is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="change_modelpricing"))
-    return User.objects.get(pk=user.pk)  # a fresh permission cache
+    return staff_with_pricing_permission()
 
 
 @pytest.mark.django_db
@@ -170,21 +154,21 @@ def test_the_pricing_api_needs_admin_rights_whatever_the_credentials(
     settings.ADMIN_USER_IDS = [listed.pk]
     refused = {
         "anonymous": (APIClient(), 401),
-        "user by session": (_session(plain), 403),
-        "user by token": (_bearer(_token(plain.username)), 403),
-        "staff without the permission": (_session(staff_without_permission), 403),
+        "user by session": (logged_in(plain), 403),
+        "user by token": (bearer(_token(plain.username)), 403),
+        "staff without the permission": (logged_in(staff_without_permission), 403),
     }
     for who, (client, status) in refused.items():
         listing = client.get(PRICING)
         patch = client.patch(f"{PRICING}/gpt-4o", {"multiplier": "9"}, format="json")
         assert (listing.status_code, patch.status_code) == (status, status), who
         assert patch.json()["error"] in {"not_authenticated", "permission_denied", "authentication_failed"}
-    assert _multiplier("gpt-4o") == Decimal("2.0000")
+    assert stored_multiplier("gpt-4o") == Decimal("2.0000")
     assert not PricingChange.objects.exists()
 
     for who, client in {
-        "ADMIN_USER_IDS by token": _bearer(_token(listed.username)),
-        "staff with billing.change_modelpricing": _session(staff_with_permission),
+        "ADMIN_USER_IDS by token": bearer(_token(listed.username)),
+        "staff with billing.change_modelpricing": logged_in(staff_with_permission),
     }.items():
         assert client.get(PRICING).status_code == 200, who
         assert client.patch(f"{PRICING}/gpt-4o", {"multiplier": "3"}, format="json").status_code == 200, who
@@ -193,7 +177,7 @@ def test_the_pricing_api_needs_admin_rights_whatever_the_credentials(
 
 @pytest.mark.django_db
 def test_a_non_admin_cannot_probe_which_aliases_exist():
-    client = _session(UserFactory())
+    client = logged_in(UserFactory())
     known = client.patch(f"{PRICING}/gpt-4o", {"multiplier": "9"}, format="json")
     unknown = client.patch(f"{PRICING}/no-such-model", {"multiplier": "9"}, format="json")
     assert known.status_code == unknown.status_code == 403
@@ -217,7 +201,7 @@ def test_the_django_admin_refuses_non_staff_users_even_api_admins(settings):
     # A bearer token is no way into the console either.
     token_client = Client(headers={"Authorization": f"Bearer {_token(listed.username)}"})
     assert token_client.get("/admin/billing/modelpricing/").status_code == 302
-    assert _multiplier("gpt-4o") == Decimal("2.0000")
+    assert stored_multiplier("gpt-4o") == Decimal("2.0000")
 
 
 @pytest.mark.django_db
@@ -241,7 +225,7 @@ def test_staff_without_the_permission_cannot_see_or_edit_prices_in_the_console(s
         },
     )
     assert changelist.status_code == 403
-    assert _multiplier("gpt-4o") == Decimal("2.0000")
+    assert stored_multiplier("gpt-4o") == Decimal("2.0000")
     assert not PricingChange.objects.exists()
 
 
@@ -286,7 +270,7 @@ def test_someone_elses_room_turns_and_file_answer_exactly_like_missing_ones(alic
     )
     bobs_room = RoomFactory(owner=bob, agents=["gpt-4o"])
     missing = max(alices_room.pk, alices_file.pk, bobs_room.pk) + 1000
-    bob_api = _session(bob)
+    bob_api = logged_in(bob)
 
     for template in ("/api/v1/rooms/{}/", "/api/v1/rooms/{}/turns/"):
         _same_answer(bob_api.get(template.format(alices_room.pk)), bob_api.get(template.format(missing)))
@@ -330,7 +314,7 @@ def test_someone_elses_cursor_answers_exactly_like_a_forged_one(alice_and_bob):
             user_id=alice.pk, direction="n", row=grant
         ),
     }
-    bob_api, alice_api = _session(bob), _session(alice)
+    bob_api, alice_api = logged_in(bob), logged_in(alice)
     for url, alices_cursor in cursors.items():
         assert alice_api.get(url, {"cursor": alices_cursor}).status_code == 200
         stolen = bob_api.get(url, {"cursor": alices_cursor})

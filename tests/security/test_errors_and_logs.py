@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from pantheon.urls import handler404, handler500  # noqa: F401 - the handlers of this URLconf
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
+from tests.support.clients import bearer
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.fake_tavily import FakeTavily
 
@@ -145,8 +146,7 @@ def test_each_turn_logs_one_structured_line_and_no_secret_is_ever_logged(provide
         "/api/v1/auth/token", {"username": user.username, "password": DEFAULT_PASSWORD}, format="json"
     )
     token = token_response.json()["token"]
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    client = bearer(token)
     turn = client.post(f"/api/v1/rooms/{room.pk}/turns/", {"content": "Search for pantheon"}, format="json")
     assert turn.status_code == 201, turn.content
     page_login = Client().post("/login/", {"username": user.username, "password": DEFAULT_PASSWORD})

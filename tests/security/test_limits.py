@@ -17,19 +17,8 @@ from rest_framework.test import APIClient
 
 from billing.models import CreditTransaction, ModelPricing, PricingChange
 from chat.models import Room, Turn, UploadedFile
-from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
-
-
-@pytest.fixture
-def user(db):
-    return UserFactory()
-
-
-@pytest.fixture
-def api(user) -> APIClient:
-    client = APIClient()
-    client.force_login(user)
-    return client
+from tests.factories import RoomFactory, UserFactory
+from tests.support.clients import live_token, logged_in
 
 
 def _assert_error(response, status: int, error: str) -> dict:
@@ -46,11 +35,7 @@ def _assert_error(response, status: int, error: str) -> dict:
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_json_body_over_the_limit_is_413_json_on_every_door(live_server):
     user = UserFactory()
-    token = requests.post(
-        f"{live_server.url}/api/v1/auth/token",
-        json={"username": user.username, "password": DEFAULT_PASSWORD},
-        timeout=30,
-    ).json()["token"]
+    token = live_token(live_server.url, user)
     auth = {"Authorization": f"Bearer {token}"}
     limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     assert limit == 1024 * 1024  # the default
@@ -170,11 +155,7 @@ def test_an_oversized_upload_is_refused_from_its_content_length_over_http(live_s
     settings.UPLOAD_MAX_BYTES = 1024
     settings.MEDIA_ROOT = tmp_path / "media"
     user = UserFactory()
-    token = requests.post(
-        f"{live_server.url}/api/v1/auth/token",
-        json={"username": user.username, "password": DEFAULT_PASSWORD},
-        timeout=30,
-    ).json()["token"]
+    token = live_token(live_server.url, user)
     response = requests.post(
         f"{live_server.url}/api/v1/files/",
         files={"file": ("big.txt", b"a" * (200 * 1024), "text/plain")},
@@ -241,8 +222,7 @@ def test_an_upload_over_the_storage_quota_is_413_and_stores_nothing(api, user, s
 def test_a_compressing_charset_is_refused_by_the_pricing_parser(settings):
     admin = UserFactory()
     settings.ADMIN_USER_IDS = [admin.pk]
-    client = APIClient()
-    client.force_login(admin)
+    client = logged_in(admin)
     # About 100 bytes that the old parser inflated to 10 MB (ten times DATA_UPLOAD_MAX_MEMORY_SIZE).
     body = bz2.compress(json.dumps({"multiplier": "3.0", "pad": "a" * 10_000_000}).encode())
     assert len(body) < 200

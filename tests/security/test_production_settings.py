@@ -13,12 +13,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.support.gunicorn_server import database_url
+
+# The subprocesses read the test database (makemigrations checks its history there), so
+# it must exist even when this module runs alone.
+pytestmark = pytest.mark.django_db
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REMOVED = ("SECURE_HTTPS", "DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "ALLOWED_HOSTS")
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key not in REMOVED}
+    # The test database (this xdist worker's own): the environment's DATABASE_URL names a
+    # database the tests never create, and `makemigrations` waits out its pool timeout there.
+    environment["DATABASE_URL"] = database_url()
     environment.update(env)
     return subprocess.run(
         [sys.executable, *args],

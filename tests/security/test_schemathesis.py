@@ -23,7 +23,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from knox.models import AuthToken
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.value import GeneratedValue
 from schemathesis.specs.openapi.checks import (
@@ -38,8 +37,10 @@ from schemathesis.specs.openapi.checks import (
 from billing.models import ModelPricing
 from chat import services as chat_services
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
+from tests.support.clients import token_for
 from tests.support.logs import assert_no_traceback, recording_logs
 
+pytestmark = pytest.mark.fuzz
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -89,11 +90,6 @@ def _assert_reconciled() -> None:
         call_command("reconcile_wallets")
     except SystemExit as exc:  # the command exits 1 on drift
         pytest.fail(f"reconcile_wallets exited {exc.code} after fuzzing")
-
-
-def _token_for(user) -> str:
-    _instance, token = AuthToken.objects.create(user=user)
-    return token
 
 
 def _known_inputs(user) -> tuple[dict, dict]:
@@ -165,7 +161,7 @@ def _live_schema(live_server, settings, *, admin: bool):
     schema = schemathesis.openapi.from_url(
         f"{live_server.url}/api/schema/", headers={"Accept": "application/vnd.oai.openapi+json"}
     )
-    token = _token_for(user)
+    token = token_for(user)
 
     @schema.auth()
     class BearerToken:

@@ -28,6 +28,7 @@ from billing.models import CreditWallet
 from chat.models import Turn
 from pantheon import throttling
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
+from tests.support.clients import logged_in
 from tests.support.gunicorn_server import gunicorn_server
 
 User = get_user_model()
@@ -128,8 +129,7 @@ def test_turns_are_limited_per_user_and_a_refused_turn_charges_nothing(rates):
     rates(turn="2/day")
     alice, bob = UserFactory(), UserFactory()
     room = RoomFactory(owner=alice, agents=["gpt-4o"])
-    client = APIClient()
-    client.force_login(alice)
+    client = logged_in(alice)
     url = f"/api/v1/rooms/{room.pk}/turns/"
     assert [client.post(url, {"content": f"q{i}"}, format="json").status_code for i in range(2)] == [201, 201]
     balance = CreditWallet.objects.get(user=alice).balance
@@ -139,8 +139,7 @@ def test_turns_are_limited_per_user_and_a_refused_turn_charges_nothing(rates):
     assert Turn.objects.filter(user=alice).count() == 2
     assert CreditWallet.objects.get(user=alice).balance == balance
     assert client.get(url).status_code == 200  # reading the history is not counted
-    other = APIClient()
-    other.force_login(bob)
+    other = logged_in(bob)
     bobs_room = RoomFactory(owner=bob, agents=["gpt-4o"])
     assert (
         other.post(f"/api/v1/rooms/{bobs_room.pk}/turns/", {"content": "hi"}, format="json").status_code
@@ -252,6 +251,7 @@ def clean_redis():
     client.flushdb()
 
 
+@pytest.mark.gunicorn
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_servers_share_one_limit_in_redis_exactly_even_under_a_burst(clean_redis):
     user, other = UserFactory(), UserFactory()
@@ -270,6 +270,7 @@ def test_two_servers_share_one_limit_in_redis_exactly_even_under_a_burst(clean_r
     assert sorted(statuses) == [401] * 4 + [429] * 20
 
 
+@pytest.mark.gunicorn
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_servers_share_one_limit_in_the_database_exactly_even_under_a_burst():
     throttling.reset_counters()

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from django.db import connections
 
+from tests.support import markers
+
 CHROMIUM = Path(os.environ.get("PANTHEON_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -38,6 +40,7 @@ def chromium() -> Iterator:
     """A headless Chromium browser (Playwright's sync API)."""
     from playwright.sync_api import sync_playwright
 
+    markers.require("browser", "chromium()")
     executable = require_chromium()
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(

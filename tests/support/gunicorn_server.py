@@ -1,4 +1,5 @@
-"""Run the real app under gunicorn — several OS processes — against the pytest database.
+"""Run the real app under gunicorn — several OS processes — against the pytest database
+(under pytest-xdist, the worker's own: test_<name>_gw0, test_<name>_gw1, …).
 
 Use it from a transactional test (`@pytest.mark.django_db(transaction=True,
 serialized_rollback=True)`), so what the test writes is committed and visible
@@ -30,6 +31,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+from tests.support import markers
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Every test server gets it: `/healthz/detail` (process ids, pricing cache) answers only to this bearer.
@@ -167,6 +170,7 @@ def gunicorn_server(
     startup_timeout: float = 60.0,
 ) -> Iterator[GunicornServer]:
     """Start `gunicorn pantheon.wsgi -w N` on a free 127.0.0.1 port; stop it afterwards."""
+    markers.require("gunicorn", "gunicorn_server()")
     gunicorn = Path(sys.executable).parent / "gunicorn"
     log_file = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
     log_path = Path(log_file.name)
