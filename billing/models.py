@@ -140,7 +140,12 @@ class UsageEvent(models.Model):
     metered = models.BooleanField()
     # Where the token counts come from: the provider's usage report, or our count with the
     # model's tokenizer for a call cut short (Stop, a dropped stream) or reported without usage.
-    usage_source = models.CharField(max_length=16, choices=UsageSource.choices, default=UsageSource.PROVIDER)
+    usage_source = models.CharField(
+        max_length=16,
+        choices=UsageSource.choices,
+        default=UsageSource.PROVIDER,
+        db_default=UsageSource.PROVIDER,  # rows written outside the ORM (bulk loads) too
+    )
     latency_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -55,9 +55,14 @@ class Turn(models.Model):
     )
     # Sum of the metered events' credits; what the wallet was debited for this turn.
     credits_burned = credits_field(default=0)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETED)
+    # The database defaults serve rows written outside the ORM (bulk loads).
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.COMPLETED, db_default=Status.COMPLETED
+    )
     # How the answering agents were chosen (docs: chat.mentions for the @mention grammar).
-    routed_by = models.CharField(max_length=16, choices=RoutedBy.choices, default=RoutedBy.SINGLE)
+    routed_by = models.CharField(
+        max_length=16, choices=RoutedBy.choices, default=RoutedBy.SINGLE, db_default=RoutedBy.SINGLE
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -17,6 +17,7 @@ class Migration(migrations.Migration):
             name="usage_source",
             field=models.CharField(
                 choices=[("provider", "Provider"), ("estimated", "Estimated")],
+                db_default="provider",
                 default="provider",
                 max_length=16,
             ),

@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from billing.models import CreditHold, CreditWallet
@@ -71,21 +71,29 @@ WITH expired AS (
     FROM freed
     WHERE w.user_id = %(user)s AND w.balance - (w.held - freed.total) >= %(amount)s
     RETURNING w.id
+), refused AS (
+    -- No reservation, but the expired holds were closed: their credits leave `held` all the same.
+    UPDATE {WALLETS} w SET held = w.held - freed.total
+    FROM freed
+    WHERE w.user_id = %(user)s AND freed.total > 0 AND NOT EXISTS (SELECT 1 FROM reserved)
+    RETURNING w.id
 ), hold AS (
     INSERT INTO {HOLDS} (wallet_id, amount, status, expires_at, description, created_at)
     SELECT reserved.id, %(amount)s, '{ACTIVE}', %(expires)s, %(description)s, %(now)s FROM reserved
     RETURNING id
 )
-SELECT (SELECT id FROM hold), freed.total, w.balance - w.held + freed.total
-FROM {WALLETS} w, freed WHERE w.user_id = %(user)s
+SELECT (SELECT id FROM hold), (SELECT count(*) FROM refused)
+FROM {WALLETS} w WHERE w.user_id = %(user)s
 """
 
 
 def hold_place(*, user_id: int, amount: Decimal, description: str = "") -> CreditHold:
     """Reserve `amount` on the user's wallet for HOLD_LEASE_SECONDS, or refuse with 402.
 
-    One statement: it releases the wallet's expired holds, reserves the amount
-    if what is then available covers it, and records the hold.
+    One statement, a transaction by itself: it releases the wallet's expired
+    holds, reserves the amount if what is then available covers it, and records
+    the hold. Only a refusal reads the wallet again, to report what is available
+    now (the statement's snapshot may predate turns it waited for).
     """
     amount = parse_credits(amount)
     if amount <= 0:
@@ -99,22 +107,17 @@ def hold_place(*, user_id: int, amount: Decimal, description: str = "") -> Credi
         "expires": expires,
         "description": description[:255],
     }
-    with transaction.atomic(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         for _attempt in range(3):
             cursor.execute(_PLACE_SQL, params)
             row = cursor.fetchone()
             if row is None:  # no wallet yet: create it (with its grant) and try again
                 wallet_create(user_id=user_id)
                 continue
-            hold_id, freed = row[0], credits_from_db(row[1])
+            hold_id = row[0]
             if hold_id is not None:
                 break
-            # Refused. Under the wallet's lock, what is available now (the statement's own
-            # snapshot may predate the turns it waited for)? Close out expired holds' credits too.
-            cursor.execute(
-                f"UPDATE {WALLETS} SET held = held - %s WHERE user_id = %s RETURNING balance, held",
-                [freed, user_id],
-            )
+            cursor.execute(f"SELECT balance, held FROM {WALLETS} WHERE user_id = %s", [user_id])
             balance, held = (credits_from_db(value) for value in cursor.fetchone())
             if balance - held < amount:
                 raise InsufficientCredits(needed=amount, available=balance - held, balance=balance)

@@ -182,28 +182,37 @@ def stream_call(
     on_text: Callable[[str], None] | None = None,
     tools: Sequence[dict] = (),
 ) -> tuple[AIMessage, LLMCall]:
-    """One streamed model call → (reply, LLMCall), recorded on `progress` as it goes.
+    """One model call → (reply, LLMCall), recorded on `progress` as it goes.
 
-    Usage comes from the provider's stream (requested with `stream_usage`); a
-    stream without it is counted with the model's tokenizer and marked
-    `estimated`. Any provider failure is a `ProviderFailed`; a set `cancel`
-    stops the stream at the next chunk (closing the provider's response) with
-    `TurnCancelled`.
+    With `on_text` the call streams: each piece of text reaches `on_text` as it
+    arrives, and a set `cancel` stops it at the next chunk (closing the
+    provider's response) with `TurnCancelled`. Without it nobody is reading the
+    text as it comes, so the call is a plain request: one response to parse
+    instead of a chunk per token (a third of the CPU). A Stop then abandons the
+    call (the turn bills it from its prompt, `estimated`).
+
+    Usage comes from the provider (in a stream: requested with `stream_usage`);
+    a reply without it is counted with the model's tokenizer and marked
+    `estimated`. Any provider failure is a `ProviderFailed`.
     """
     if cancel.is_set():
         raise TurnCancelled()
     progress.call_started(model, messages, purpose, tools)
     started = time.monotonic()
-    merged: AIMessageChunk | None = None
+    merged: AIMessage | AIMessageChunk | None = None
     try:
-        for chunk in runnable.stream(messages):
-            if cancel.is_set():
-                raise TurnCancelled()
-            merged = chunk if merged is None else merged + chunk
-            text = chunk.text
-            if text:
-                progress.text_received(text)
-                if on_text is not None:
+        if on_text is None:
+            merged = runnable.invoke(messages)
+            if merged is not None and merged.text:
+                progress.text_received(merged.text)
+        else:
+            for chunk in runnable.stream(messages):
+                if cancel.is_set():
+                    raise TurnCancelled()
+                merged = chunk if merged is None else merged + chunk
+                text = chunk.text
+                if text:
+                    progress.text_received(text)
                     on_text(text)
     except (TurnCancelled, ToolFailed):
         raise

@@ -16,6 +16,7 @@ class Migration(migrations.Migration):
             name="status",
             field=models.CharField(
                 choices=[("completed", "Completed"), ("cancelled", "Cancelled"), ("failed", "Failed")],
+                db_default="completed",
                 default="completed",
                 max_length=16,
             ),

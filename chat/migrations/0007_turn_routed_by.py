@@ -31,6 +31,7 @@ class Migration(migrations.Migration):
                     ("manager", "Manager"),
                     ("fallback", "Fallback"),
                 ],
+                db_default="single",
                 default="single",
                 max_length=16,
             ),

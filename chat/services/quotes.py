@@ -97,7 +97,7 @@ def turn_quote(*, user: User, request: TurnRequest, prompt: str) -> TurnQuote:
     """The quote for a validated turn body; no model is called, nothing is written."""
     snapshot = get_pricing_snapshot()
     agents = request.named_agents or list(request.context.agents)
-    tools = tools_for_turn(user_id=user.pk)
+    tools = tools_for_turn(user_id=user.pk, with_files=bool(request.files))
     quotes = []
     for alias in agents:
         bounds = agent_call_bounds(

@@ -296,11 +296,12 @@ class _TurnRun:
         return ran
 
     def _run_agents(self, agents: list[str]) -> tuple[list[AgentAnswer], ChatError | None]:
-        tools = tools_for_turn(user_id=self.user.pk)
+        tools = tools_for_turn(user_id=self.user.pk, with_files=bool(self.request.files))
         progress = {alias: AgentProgress(alias) for alias in agents}
         finished: dict[str, AgentAnswer] = {}
         errors: dict[str, ChatError] = {}
         done = {alias: threading.Event() for alias in agents}
+        wake = threading.Event()  # set by each agent as it ends, so the turn waits no longer
 
         # Inside a caller's transaction other threads cannot see its rows: the agents run here,
         # one after another. Otherwise each agent runs in its own thread.
@@ -317,7 +318,12 @@ class _TurnRun:
                     tools=tools,
                     progress=progress[alias],
                     cancel=self.cancel,
-                    on_text=lambda text: self.emit("delta", {"model_alias": alias, "text": text}),
+                    # Only a streamed turn reads the text as it comes (then the call streams too).
+                    on_text=(
+                        None
+                        if self.emit is _ignore
+                        else lambda text: self.emit("delta", {"model_alias": alias, "text": text})
+                    ),
                     tool_budget_tokens=tool_budget_tokens(alias, self.request),
                 )
                 finished[alias] = answer
@@ -328,6 +334,7 @@ class _TurnRun:
                 errors[alias] = exc
             finally:
                 done[alias].set()
+                wake.set()
                 if threading.current_thread() is not caller:
                     connection.close()  # a tool may have read the database on this thread
 
@@ -338,17 +345,24 @@ class _TurnRun:
                 threading.Thread(
                     target=work, args=(alias,), daemon=True, name=f"pantheon-agent-{alias}"
                 ).start()
-        self._wait(done)
+        self._wait(done, wake)
         answers = [finished.get(alias) or progress[alias].seal() for alias in agents]
         first_error = next((errors[alias] for alias in agents if alias in errors), None)
         return answers, first_error
 
-    def _wait(self, done: dict[str, threading.Event]) -> None:
-        """Until every agent is done, or the turn is stopped (then briefly, for their last chunk)."""
+    def _wait(self, done: dict[str, threading.Event], wake: threading.Event) -> None:
+        """Until every agent is done, or the turn is stopped (then briefly, for their last chunk).
+
+        An agent ending wakes this loop at once; a Stop is seen within 50 ms (this process)
+        or TURN_CANCEL_POLL_SECONDS (another process, through the key row).
+        """
         poll_every = settings.TURN_CANCEL_POLL_SECONDS
         next_poll = time.monotonic() + poll_every
-        while not all(event.is_set() for event in done.values()):
-            if self.cancel.wait(0.05):
+        while True:
+            wake.clear()
+            if all(event.is_set() for event in done.values()):
+                return
+            if self.cancel.is_set():
                 grace = time.monotonic() + settings.TURN_CANCEL_GRACE_SECONDS
                 for event in done.values():
                     event.wait(max(0.0, grace - time.monotonic()))
@@ -357,6 +371,8 @@ class _TurnRun:
                 next_poll = time.monotonic() + poll_every
                 if cancellation.cancel_requested(self.reservation.key_id):
                     self.cancel.set()
+                    continue
+            wake.wait(0.05)
 
     def _agent_done(self, answer: AgentAnswer) -> None:
         priced = usage_price(calls=answer.llm_calls)
