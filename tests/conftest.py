@@ -6,8 +6,8 @@ from tests.support import markers
 
 pytest_plugins = ("tests.support.fixtures",)  # user, other_user, api
 
-# Tests that take seconds to tens of seconds each; started first, so no worker is left
-# running one of them alone at the end of a parallel run.
+# Tests that take seconds to tens of seconds each, longest kind first; started first, so
+# no worker is left running one of them alone at the end of a parallel run.
 LONG_RUNNING = ("fuzz", "browser", "gunicorn")
 
 
@@ -27,9 +27,10 @@ def pytest_collection_modifyitems(items):
     start = min(transactional)
     first, rest = [], []
     for index, item in enumerate(items[start:], start):
-        long_running = any(item.get_closest_marker(name) for name in LONG_RUNNING)
-        (first if long_running and index in transactional else rest).append(item)
-    items[start:] = first + rest
+        kinds = [rank for rank, name in enumerate(LONG_RUNNING) if item.get_closest_marker(name)]
+        (first if kinds and index in transactional else rest).append((min(kinds, default=0), item))
+    first.sort(key=lambda ranked: ranked[0])  # stable: collection order within a kind
+    items[start:] = [item for _, item in first + rest]
 
 
 def _is_transactional(item) -> bool:
