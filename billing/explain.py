@@ -29,6 +29,8 @@ class PricedCall(Protocol):
     credits_burned: Decimal
     metered: bool
     usage_source: str
+    cached_input_tokens: int
+    reasoning_tokens: int
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class ChargeFormula:
     metered: bool
     # Token counts counted by Pantheon with the model's tokenizer, not reported by the provider.
     estimated: bool
+    # Provider-reported detail, already inside input_tokens / output_tokens.
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def reproduces_charge(self) -> bool:
@@ -67,4 +72,6 @@ def charge_formula(call: PricedCall) -> ChargeFormula:
         credits_burned=call.credits_burned,
         metered=call.metered,
         estimated=call.usage_source == UsageEvent.UsageSource.ESTIMATED,
+        cached_input_tokens=call.cached_input_tokens,
+        reasoning_tokens=call.reasoning_tokens,
     )

@@ -146,6 +146,10 @@ class UsageEvent(models.Model):
         default=UsageSource.PROVIDER,
         db_default=UsageSource.PROVIDER,  # rows written outside the ORM (bulk loads) too
     )
+    # Detail the provider reports, already counted in the totals above (priced as part of them):
+    # input tokens served from its prompt cache, output tokens spent reasoning.
+    cached_input_tokens = models.PositiveIntegerField(default=0, db_default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0, db_default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 

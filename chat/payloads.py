@@ -65,6 +65,8 @@ def usage_payload(event: UsageEvent) -> dict:
         "credits_burned": decimal_str(event.credits_burned),
         "metered": event.metered,
         "usage_source": event.usage_source,
+        "cached_input_tokens": event.cached_input_tokens,
+        "reasoning_tokens": event.reasoning_tokens,
         "latency_ms": event.latency_ms,
     }
 

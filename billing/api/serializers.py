@@ -63,6 +63,10 @@ class UsageRowSerializer(serializers.Serializer):
     credits_burned = serializers.DecimalField(max_digits=20, decimal_places=4)
     metered = serializers.BooleanField()
     usage_source = serializers.ChoiceField(choices=["provider", "estimated"])
+    cached_input_tokens = serializers.IntegerField(
+        help_text="Of input_tokens, served from the provider's cache."
+    )
+    reasoning_tokens = serializers.IntegerField(help_text="Of output_tokens, spent reasoning.")
     latency_ms = serializers.IntegerField()
 
 

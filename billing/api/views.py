@@ -268,6 +268,8 @@ def _usage_csv_lines(user: User, filters: UsageFilters) -> Iterator[str]:
                 row.credits_burned,
                 "true" if row.metered else "false",
                 row.usage_source,
+                row.cached_input_tokens,
+                row.reasoning_tokens,
                 row.latency_ms,
             ]
         )

@@ -37,6 +37,9 @@ class CallRecord:
     latency_ms: int
     # "provider" when the provider reported the counts, "estimated" when we counted them.
     usage_source: str = UsageEvent.UsageSource.PROVIDER
+    # Of input_tokens, read from the provider's prompt cache; of output_tokens, reasoning.
+    cached_input_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ def usage_price(*, calls: Iterable[CallRecord]) -> PricedUsage:
                 ),
                 metered=metered,
                 usage_source=call.usage_source,
+                cached_input_tokens=call.cached_input_tokens,
+                reasoning_tokens=call.reasoning_tokens,
                 latency_ms=call.latency_ms,
             )
         )

@@ -100,6 +100,10 @@ class UsageSerializer(serializers.Serializer):
         choices=["provider", "estimated"],
         help_text="`estimated`: counted with the model's tokenizer (a call cut short, or no usage reported).",
     )
+    cached_input_tokens = serializers.IntegerField(
+        help_text="Of input_tokens, served from the provider's cache."
+    )
+    reasoning_tokens = serializers.IntegerField(help_text="Of output_tokens, spent reasoning.")
     latency_ms = serializers.IntegerField()
 
 

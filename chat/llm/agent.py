@@ -79,6 +79,13 @@ def _token_count(usage: Mapping[str, Any], name: str) -> int | None:
 JSON_MODE_PROVIDERS = {"openai", "deepseek"}
 
 
+def _detail(usage: Mapping[str, Any], group: str, name: str) -> int:
+    """A token detail from LangChain's `usage_metadata` (e.g. input_token_details.cache_read); 0 if absent."""
+    details = usage.get(group)
+    value = details.get(name) if isinstance(details, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 class TurnCancelled(Exception):
     """The turn was stopped (Stop, or the client went away) while this agent was working."""
 
@@ -249,6 +256,8 @@ def stream_call(
         output_tokens=output_tokens,
         latency_ms=_elapsed_ms(started),
         usage_source=source,
+        cached_input_tokens=_detail(usage, "input_token_details", "cache_read"),
+        reasoning_tokens=_detail(usage, "output_token_details", "reasoning"),
     )
     progress.call_finished(call, reply.text)
     return reply, call

@@ -51,7 +51,7 @@ def test_shapes_and_errors_are_described():
         "purpose",
         "input_tokens",
         "output_tokens", "multiplier", "pricing_version", "credits_burned", "metered", "usage_source",
-        "latency_ms",
+        "cached_input_tokens", "reasoning_tokens", "latency_ms",
     ]  # fmt: skip
     assert components["UsageRow"]["properties"]["credits_burned"]["type"] == "string"
     assert set(components["Wallet"]["properties"]) == {

@@ -38,6 +38,8 @@ ROW_FIELDS = [
     "credits_burned",
     "metered",
     "usage_source",
+    "cached_input_tokens",
+    "reasoning_tokens",
     "latency_ms",
 ]
 

@@ -79,6 +79,8 @@ class FakeOpenAI(JSONServer):
         *,
         prompt_tokens: int | None = 123,
         completion_tokens: int | None = 45,
+        cached_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
         reply: str = DEFAULT_REPLY,
         tool_calls: list[tuple[str, dict]] | None = None,
         fail_models: set[str] | frozenset[str] = frozenset(),
@@ -98,6 +100,9 @@ class FakeOpenAI(JSONServer):
         super().__init__(host=host, port=port)
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
+        # Usage detail as OpenAI reports it (prompt_tokens_details / completion_tokens_details).
+        self.cached_tokens = cached_tokens
+        self.reasoning_tokens = reasoning_tokens
         self.reply = reply
         self.tool_calls = tool_calls or []
         self.fail_models = set(fail_models)
@@ -254,11 +259,16 @@ class FakeOpenAI(JSONServer):
         if prompt_tokens is None:
             text = json.dumps(body.get("messages") or [])
             prompt_tokens = max(1, len(text) // 4)
-        return {
+        usage: dict = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         }
+        if self.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens is not None:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        return usage
 
     def _stream(
         self, answer: _Answer, identity: dict, started: float, include_usage: bool
