@@ -8,7 +8,7 @@ from django.db import connection
 
 from billing.models import CreditTransaction, CreditWallet
 from billing.services import beta_grant_key, wallet_debit, wallet_get_or_create
-from tests.factories import UserWithoutWalletFactory
+from tests.factories import UserFactory, UserWithoutWalletFactory
 from tests.support.migrations import migrate_to
 from tests.support.threads import run_in_threads
 
@@ -149,3 +149,31 @@ def test_concurrent_wallet_creation_grants_once():
         assert wallet.balance == Decimal("500")
         assert wallet.lifetime_granted == Decimal("500")
         assert wallet.transactions.count() == 1
+
+
+@pytest.mark.django_db
+def test_every_door_gives_a_new_user_the_beta_grant_at_once(monkeypatch):
+    """Accounts never imports billing: billing hears of each new user row and funds its wallet."""
+    from django.core.management import call_command
+    from django.test import Client
+
+    from accounts.services import user_create
+
+    password = "a-long-pass phrase 42"
+    staff = Client()
+    staff.force_login(UserFactory(is_staff=True, is_superuser=True))
+    staff.post(
+        "/admin/accounts/user/add/",
+        {"username": "by-admin", "password1": password, "password2": password, "usable_password": "true"},
+    )
+    Client().post("/signup/", {"username": "by-page", "password1": password, "password2": password})
+    user_create(username="by-api", password=password)
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", password)
+    call_command("createsuperuser", "--noinput", "--username", "by-command", "--email", "c@example.test")
+
+    for name in ("by-admin", "by-page", "by-api", "by-command"):
+        user = get_user_model().objects.get(username=name)
+        wallet = CreditWallet.objects.get(user=user)
+        assert wallet.balance == Decimal("500"), name
+        [grant] = CreditTransaction.objects.filter(wallet=wallet)
+        assert (grant.kind, grant.idempotency_key) == ("grant", beta_grant_key(user.pk)), name
