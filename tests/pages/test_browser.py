@@ -26,14 +26,6 @@ PASSWORD = "a-long-pass phrase 42"
 TOKENS_RE = re.compile(r"(\d+) in · (\d+) out tokens")
 
 
-@pytest.fixture
-def orm_in_playwright_thread(monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the ORM reads made
-    # here (assertions) are plain synchronous calls, so the async guard is lifted
-    # for this test only.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
 def credits(text: str) -> Decimal:
     return Decimal(text.strip())
 

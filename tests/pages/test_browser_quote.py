@@ -21,11 +21,6 @@ QUOTE_CHANGED = (
 )
 
 
-@pytest.fixture
-def orm_in_playwright_thread(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
 def test_the_quote_follows_what_you_type_and_attach(live_server, orm_in_playwright_thread, tmp_path):
     user = UserFactory()
     room = RoomFactory(owner=user, agents=["gpt-4o", "deepseek"])

@@ -52,12 +52,6 @@ AMOUNTS_IN_VIEW = """() => {
 }"""
 
 
-@pytest.fixture
-def orm_in_playwright_thread(monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the ORM calls here are plain and synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
 def committed_turn(user, room, question: str, answers: dict[str, str], calls: list[tuple]):
     """A turn as a commit leaves it: messages, usage rows, one debit per metered call."""
     turn = TurnFactory(room=room, content=question)

@@ -36,12 +36,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True, seria
 
 
 @pytest.fixture
-def orm_in_playwright_thread(monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the ORM reads here are plain calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture
 def stream(monkeypatch) -> ContractStream:
     stand_in = ContractStream()
     stand_in.install(monkeypatch)

@@ -49,12 +49,6 @@ REPLY = (
 LONG_REPLY = " ".join(f"word{i}" for i in range(400))
 
 
-@pytest.fixture
-def orm_in_playwright_thread(monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the ORM reads here are plain calls.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
 def open_room(browser, base: str, room):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []

@@ -27,11 +27,6 @@ document.addEventListener("securitypolicyviolation", (event) => {
 """
 
 
-@pytest.fixture
-def orm_in_playwright_thread(monkeypatch):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
 @pytest.mark.django_db
 def test_every_response_carries_the_policy(client):
     for path in ("/login/", "/signup/", "/healthz", "/api/v1/users/me/wallet", "/no-such-page/"):
