@@ -59,7 +59,7 @@ class TurnQuote:
     def payload(self) -> dict[str, Any]:
         return {
             "routing": {
-                "by": self.routed_by,
+                "by": str(self.routed_by),
                 "agents": [agent.model_alias for agent in self.agents],
                 # Before the manager has chosen, every agent may answer: the quote covers them all.
                 "upper_bound": self.routed_by == Turn.RoutedBy.MANAGER,
