@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 HOLDS = CreditHold._meta.db_table
 WALLETS = CreditWallet._meta.db_table
-ACTIVE, SETTLED, RELEASED = (CreditHold.Status.ACTIVE, CreditHold.Status.SETTLED, CreditHold.Status.RELEASED)
+ACTIVE, RELEASED = CreditHold.Status.ACTIVE, CreditHold.Status.RELEASED
 
 
 class InsufficientCredits(AppError):

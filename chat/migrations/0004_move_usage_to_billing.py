@@ -1,36 +1,29 @@
 from django.db import migrations
 
 
-def move_content_type(apps, schema_editor):
-    """Keep staff permissions on usage rows: the old content type and its permissions are renamed
-    (on a fresh database there are none yet; post_migrate creates billing's)."""
+def _rename_content_type(apps, old: tuple[str, str], new: tuple[str, str], name: str) -> None:
+    """Rename the model's content type and its permissions, so staff keep their rights on usage rows
+    (on a fresh database there are none yet: post_migrate creates the new ones)."""
     ContentType = apps.get_model("contenttypes", "ContentType")
     Permission = apps.get_model("auth", "Permission")
-    old = ContentType.objects.filter(app_label="chat", model="llmcallevent").first()
-    if old is None or ContentType.objects.filter(app_label="billing", model="usageevent").exists():
+    found = ContentType.objects.filter(app_label=old[0], model=old[1]).first()
+    if found is None or ContentType.objects.filter(app_label=new[0], model=new[1]).exists():
         return
-    old.app_label, old.model = "billing", "usageevent"
-    old.save(update_fields=["app_label", "model"])
-    for permission in Permission.objects.filter(content_type=old):
+    found.app_label, found.model = new
+    found.save(update_fields=["app_label", "model"])
+    for permission in Permission.objects.filter(content_type=found):
         action = permission.codename.split("_", 1)[0]
-        permission.codename = f"{action}_usageevent"
-        permission.name = f"Can {action} usage event"
+        permission.codename = f"{action}_{new[1]}"
+        permission.name = f"Can {action} {name}"
         permission.save(update_fields=["codename", "name"])
+
+
+def move_content_type(apps, schema_editor):
+    _rename_content_type(apps, ("chat", "llmcallevent"), ("billing", "usageevent"), "usage event")
 
 
 def move_content_type_back(apps, schema_editor):
-    ContentType = apps.get_model("contenttypes", "ContentType")
-    Permission = apps.get_model("auth", "Permission")
-    moved = ContentType.objects.filter(app_label="billing", model="usageevent").first()
-    if moved is None or ContentType.objects.filter(app_label="chat", model="llmcallevent").exists():
-        return
-    moved.app_label, moved.model = "chat", "llmcallevent"
-    moved.save(update_fields=["app_label", "model"])
-    for permission in Permission.objects.filter(content_type=moved):
-        action = permission.codename.split("_", 1)[0]
-        permission.codename = f"{action}_llmcallevent"
-        permission.name = f"Can {action} llm call event"
-        permission.save(update_fields=["codename", "name"])
+    _rename_content_type(apps, ("billing", "usageevent"), ("chat", "llmcallevent"), "llm call event")
 
 
 class Migration(migrations.Migration):
