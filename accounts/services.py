@@ -5,6 +5,7 @@ from datetime import datetime
 from django.contrib.auth import authenticate, password_validation
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from knox.models import AuthToken
 
 from accounts.models import TAKEN, User, username_key
@@ -44,6 +45,8 @@ def token_issue(*, username: str, password: str) -> tuple[str, datetime | None] 
     user = authenticate(username=username, password=password)
     if user is None or not user.is_active:
         return None
+    # Expired tokens are deleted here rather than on every request (accounts.authentication).
+    AuthToken.objects.filter(user=user, expiry__lt=timezone.now()).delete()
     instance, token = AuthToken.objects.create(user=user)
     return token, instance.expiry
 

@@ -291,6 +291,10 @@ CHAT_MAX_AGENT_STEPS = env.int("CHAT_MAX_AGENT_STEPS", default=4)
 # it then waits for its agents' last chunks before committing what ran.
 TURN_CANCEL_POLL_SECONDS = env.float("TURN_CANCEL_POLL_SECONDS", default=0.5)
 TURN_CANCEL_GRACE_SECONDS = env.float("TURN_CANCEL_GRACE_SECONDS", default=0.5)
+# How many turns of one process do their CPU work (checks, hold, prompt, commit) at once; the others
+# wait without using the interpreter, so short requests (a wallet, a page) are not queued behind all of
+# them (pantheon/bulkhead.py). The model calls themselves are not counted. 0 = no limit.
+TURN_CPU_SLOTS = env.int("TURN_CPU_SLOTS", default=1)
 # Streamed turns send an SSE comment this often while nothing else happens (proxies keep the
 # stream open, and a client that went away is noticed).
 TURN_STREAM_HEARTBEAT_SECONDS = env.float("TURN_STREAM_HEARTBEAT_SECONDS", default=1.0)

@@ -21,6 +21,13 @@ def pytest_collection_modifyitems(items):
     worker its tests in this order, so the long ones start early instead of leaving
     one worker busy alone at the end. Only transactional tests move, within their block.
     """
+    unserialized = [item.nodeid for item in items if _flushes_the_seed(item)]
+    if unserialized:
+        raise pytest.UsageError(
+            "transactional tests must keep the seeded data (pricing, content types) with "
+            "serialized_rollback=True; after one without it the next serialized test's setup "
+            "collides with what the flush re-created: " + ", ".join(unserialized)
+        )
     transactional = {index for index, item in enumerate(items) if _is_transactional(item)}
     if not transactional:
         return
@@ -31,6 +38,14 @@ def pytest_collection_modifyitems(items):
         (first if kinds and index in transactional else rest).append((min(kinds, default=0), item))
     first.sort(key=lambda ranked: ranked[0])  # stable: collection order within a kind
     items[start:] = [item for _, item in first + rest]
+
+
+def _flushes_the_seed(item) -> bool:
+    marker = item.get_closest_marker("django_db")
+    if marker is None:
+        return False
+    arguments = dict(zip(("transaction", "reset_sequences"), marker.args, strict=False)) | marker.kwargs
+    return bool(arguments.get("transaction")) and not arguments.get("serialized_rollback")
 
 
 def _is_transactional(item) -> bool:

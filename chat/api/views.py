@@ -12,6 +12,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.core import signing
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -182,6 +183,13 @@ class TurnListView(ChatView):
     throttle_scope = "turn"  # POST only (pantheon.throttling counts unsafe methods)
     # `Accept: text/event-stream` streams the turn (POST); refusals and everything else are JSON.
     content_negotiation_class = sse.JSONOrEventStreamNegotiation
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if request.method != "POST":
+            return super().dispatch(request, *args, **kwargs)
+        # A posted turn is turn work from its first byte: authentication and parsing too.
+        with services.turn_work.inside():
+            return super().dispatch(request, *args, **kwargs)
 
     @extend_schema(
         operation_id="rooms_turns_list",

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from chat.errors import IdempotencyInProgress, IdempotencyMismatch
 from chat.models import TurnIdempotencyKey
+from chat.services.capacity import turn_work
 from pantheon.db import release_connection
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,8 @@ def key_reserve(
                 "A request with this Idempotency-Key is still running; retry shortly."
             )
         release_connection()  # not while we wait
-        time.sleep(delay)
+        with turn_work.outside():
+            time.sleep(delay)
         delay = min(delay * 2, 0.25)
 
 

@@ -44,6 +44,8 @@ from chat.llm.agent import AgentProgress, TurnCancelled
 from chat.mentions import parse_mentions
 from chat.models import Message, ToolCallEvent, Turn, UploadedFile
 from chat.services import cancellation
+from chat.services.cancellation import TurnCancel
+from chat.services.capacity import turn_work
 from chat.services.idempotency import (
     Reservation,
     ReservationLost,
@@ -255,7 +257,7 @@ class _TurnRun:
         user: User,
         request: TurnRequest,
         prompt: str,
-        cancel: threading.Event,
+        cancel: TurnCancel,
         reservation: Reservation | None,
         emit: Emit,
     ) -> None:
@@ -353,11 +355,10 @@ class _TurnRun:
     def _wait(self, done: dict[str, threading.Event], wake: threading.Event) -> None:
         """Until every agent is done, or the turn is stopped (then briefly, for their last chunk).
 
-        An agent ending wakes this loop at once; a Stop is seen within 50 ms (this process)
-        or TURN_CANCEL_POLL_SECONDS (another process, through the key row).
+        An agent ending or a Stop (this process's, or one the cancel watcher read from the
+        key row) wakes this wait at once: nothing polls.
         """
-        poll_every = settings.TURN_CANCEL_POLL_SECONDS
-        next_poll = time.monotonic() + poll_every
+        self.cancel.wakes(wake)
         while True:
             wake.clear()
             if all(event.is_set() for event in done.values()):
@@ -367,12 +368,7 @@ class _TurnRun:
                 for event in done.values():
                     event.wait(max(0.0, grace - time.monotonic()))
                 return
-            if self.reservation is not None and time.monotonic() >= next_poll:
-                next_poll = time.monotonic() + poll_every
-                if cancellation.cancel_requested(self.reservation.key_id):
-                    self.cancel.set()
-                    continue
-            wake.wait(0.05)
+            wake.wait()
 
     def _agent_done(self, answer: AgentAnswer) -> None:
         priced = usage_price(calls=answer.llm_calls)
@@ -510,7 +506,7 @@ def _run_turn(
     user: User,
     request: TurnRequest,
     reservation: Reservation | None,
-    cancel: threading.Event,
+    cancel: TurnCancel,
     emit: Emit,
     hold: CreditHold | None,
 ) -> TurnOutcome:
@@ -518,14 +514,11 @@ def _run_turn(
     try:
         # Nothing below needs the database until the commit: the connection goes back to the pool.
         release_connection()
-        ran = _TurnRun(
-            user=user,
-            request=request,
-            prompt=_prompt(request),
-            cancel=cancel,
-            reservation=reservation,
-            emit=emit,
-        ).run()
+        prompt = _prompt(request)
+        with turn_work.outside():  # seconds of waiting on providers: the slot serves other turns
+            ran = _TurnRun(
+                user=user, request=request, prompt=prompt, cancel=cancel, reservation=reservation, emit=emit
+            ).run()
         if ran.error is not None and not ran.calls and not ran.cancelled:
             raise ran.error  # no model call ran: nothing to record, nothing to charge
         if ran.error is not None:
@@ -536,7 +529,8 @@ def _run_turn(
                 ran.error.code,
                 len(ran.calls),
             )
-        return _commit_turn(user=user, request=request, ran=ran, reservation=reservation, hold=hold)
+        with turn_work.inside():
+            return _commit_turn(user=user, request=request, ran=ran, reservation=reservation, hold=hold)
     except BaseException:
         _release(hold)  # the commit did not happen: nothing of it was charged
         raise
@@ -566,17 +560,18 @@ def turn_post(
     """
 
     def run() -> TurnOutcome:
-        request = _validate_turn(
-            user=user,
-            room_id=room_id,
-            content=content,
-            model_alias=model_alias,
-            agents=agents,
-            file_ids=file_ids,
-        )
-        return _execute(
-            user=user, request=request, key=idempotency_key, emit=_ignore, cancel=threading.Event()
-        )
+        with turn_work.inside():
+            request = _validate_turn(
+                user=user,
+                room_id=room_id,
+                content=content,
+                model_alias=model_alias,
+                agents=agents,
+                file_ids=file_ids,
+            )
+            return _execute(
+                user=user, request=request, key=idempotency_key, emit=_ignore, cancel=TurnCancel()
+            )
 
     return _logged(user, room_id, run)
 
@@ -619,7 +614,7 @@ def _execute(
     request: TurnRequest,
     key: str | None,
     emit: Emit,
-    cancel: threading.Event,
+    cancel: TurnCancel,
     placed: list[CreditHold | None] | None = None,
 ) -> TurnOutcome:
     """Run the turn once per key. `placed` holds a hold placed by the caller (a streamed turn's
@@ -678,7 +673,7 @@ class TurnStream:
     def __init__(self, *, user: User, request: TurnRequest, key: str | None, hold: CreditHold | None) -> None:
         self._placed: list[CreditHold | None] = [hold]
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self._cancel = threading.Event()
+        self._cancel = TurnCancel()
         self._user = user
         self._request = request
         self._key = key
@@ -708,7 +703,8 @@ class TurnStream:
 
     def _run(self) -> None:
         try:
-            outcome = _logged(self._user, self._request.context.room_id, self._execute)
+            with turn_work.inside():
+                outcome = _logged(self._user, self._request.context.room_id, self._execute)
             turn = outcome.payload.get("turn", outcome.payload)
             self._emit("turn", turn)
         except AppError as exc:
@@ -760,25 +756,28 @@ def turn_stream(
     idempotency_key: str | None = None,
 ) -> TurnStream:
     """Validate a turn (errors raise here, before any event) and start it streaming."""
-    try:
-        request = _validate_turn(
-            user=user,
-            room_id=room_id,
-            content=content,
-            model_alias=model_alias,
-            agents=agents,
-            file_ids=file_ids,
-        )
-    except Exception as exc:
-        logger.info("turn failed user=%s room=%s error=%s latency_ms=0", user.pk, room_id, type(exc).__name__)
-        raise
-    if idempotency_key is None or not key_has_response(
-        user_id=user.pk, key=idempotency_key, fingerprint=request.fingerprint
-    ):
-        # A refusal is a plain 402 before the stream starts (a replay is never refused).
-        hold = _place_hold(user, request)
-    else:
-        hold = None
+    with turn_work.inside():
+        try:
+            request = _validate_turn(
+                user=user,
+                room_id=room_id,
+                content=content,
+                model_alias=model_alias,
+                agents=agents,
+                file_ids=file_ids,
+            )
+        except Exception as exc:
+            logger.info(
+                "turn failed user=%s room=%s error=%s latency_ms=0", user.pk, room_id, type(exc).__name__
+            )
+            raise
+        if idempotency_key is None or not key_has_response(
+            user_id=user.pk, key=idempotency_key, fingerprint=request.fingerprint
+        ):
+            # A refusal is a plain 402 before the stream starts (a replay is never refused).
+            hold = _place_hold(user, request)
+        else:
+            hold = None
     stream = TurnStream(user=user, request=request, key=idempotency_key, hold=hold)
     release_connection()  # the request thread only relays events from here on
     return stream.start()

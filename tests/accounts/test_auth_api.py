@@ -227,6 +227,28 @@ def test_expired_token_is_refused(client):
     assert not AuthToken.objects.filter(user=user).exists()
 
 
+def test_a_bearer_request_authenticates_in_one_query(client, django_assert_num_queries):
+    user = UserFactory()
+    token = issue_token(client, user.username)
+    issue_token(client, user.username)  # a second token of the same user is not read
+    with django_assert_num_queries(1):
+        answer = client.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert answer.json() == {"username": user.username, "auth": "BearerTokenAuthentication"}
+
+
+def test_signing_in_deletes_the_users_expired_tokens(client):
+    user, other = UserFactory(), UserFactory()
+    stale = issue_token(client, user.username)
+    kept = issue_token(client, other.username)
+    AuthToken.objects.update(expiry=timezone.now() - timedelta(seconds=1))
+    fresh = issue_token(client, user.username)
+    assert AuthToken.objects.filter(user=user).count() == 1  # the expired one is gone, the new one stays
+    assert AuthToken.objects.filter(user=other).count() == 1  # another user's tokens are not touched
+    assert client.get("/probe/whoami", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+    for token in (stale, kept):
+        assert_json_error(client.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"}), 401)
+
+
 def test_token_expiry_follows_the_configured_ttl(client):
     user = UserFactory()
     before = timezone.now()

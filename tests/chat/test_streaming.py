@@ -16,10 +16,11 @@ from decimal import Decimal
 import httpx
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from billing.models import CreditTransaction, UsageEvent
 from chat.llm.tokens import text_tokens
-from chat.models import Turn
+from chat.models import Turn, TurnIdempotencyKey
 from tests.chat.helpers import balance_of
 from tests.factories import DEFAULT_PASSWORD, RoomFactory, UserFactory
 from tests.reliability.audit import assert_books_balance
@@ -145,6 +146,39 @@ def test_stop_ends_the_provider_stream_and_bills_what_ran_as_estimated(live_serv
     assert_books_balance()
 
 
+def test_a_stop_written_by_another_process_reaches_the_turn_through_its_key_row(
+    live_server, account, openai_server
+):
+    """The Stop lands on a worker that does not run the turn: only the key row carries it.
+    The running process's cancel watcher reads it and stops the provider stream."""
+    user, token = account
+    server = openai_server(delay=0.1, token_interval=0.1, reply=reply_of(300))
+    room = RoomFactory(owner=user, agents=["gpt-4o"])
+    before = balance_of(user)
+
+    with streamed_turn(live_server.url, token, room.pk, {"content": "Long one"}, key="elsewhere-1") as (
+        _,
+        events,
+    ):
+        for name, _data in events:
+            if name == "delta":
+                # What turn_cancel writes in the other process (its in-process cancel is not there).
+                stopped = TurnIdempotencyKey.objects.filter(
+                    user=user, key="elsewhere-1", status=TurnIdempotencyKey.Status.PENDING
+                ).update(cancel_requested_at=timezone.now())
+                assert stopped == 1
+                break
+        turn = next(data for name, data in events if name == "turn")
+
+    assert turn["status"] == "cancelled"
+    [usage] = turn["usage"]
+    assert usage["usage_source"] == "estimated" and 0 < usage["output_tokens"] < 300
+    [call] = server.timings()
+    assert call["chunks"] < 300  # the provider stream was closed, not read to its end
+    assert balance_of(user) == before - Decimal(usage["credits_burned"])
+    assert_books_balance()
+
+
 def test_a_client_that_goes_away_cancels_the_turn_and_is_still_billed(live_server, account, openai_server):
     user, token = account
     openai_server(delay=0.1, token_interval=0.1, reply=reply_of(300))
@@ -232,3 +266,38 @@ def test_no_database_connection_is_checked_out_while_the_models_run(live_server,
 
     assert during["pool_size"] - during["pool_available"] <= checked_out_before
     assert Turn.objects.filter(room__in=rooms, status="completed").count() == 6
+
+
+def test_a_turn_gives_its_cpu_slot_back_while_its_model_answers(
+    live_server, account, openai_server, settings
+):
+    """With one slot per process (the default), turns still wait for their models side by side:
+    the slot covers a turn's own work, not the seconds its provider takes."""
+    assert settings.TURN_CPU_SLOTS == 1
+    user, token = account
+    server = openai_server(delay=0.8, token_interval=0.01, reply=reply_of(4))
+    rooms = [RoomFactory(owner=user, agents=["gpt-4o"]) for _ in range(3)]
+    statuses: list[int] = []
+
+    def post(n: int) -> None:
+        answer = httpx.post(
+            f"{live_server.url}/api/v1/rooms/{rooms[n].pk}/turns/",
+            json={"content": f"turn {n}"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        statuses.append(answer.status_code)
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses == [201, 201, 201]
+    calls = server.timings()
+    assert len(calls) == 3
+    # Every request reached the model before any answer was finished.
+    assert max(call["received_at"] for call in calls) < min(call["done_at"] for call in calls)
+    assert CreditTransaction.objects.filter(wallet__user=user, kind="debit").count() == 3
+    assert_books_balance()
