@@ -7,7 +7,7 @@ later) their commit, and a wallet read that arrives among them waits its turn
 behind all of them at every query it makes: 130–180 ms instead of 5 ms.
 Letting only `slots` turn threads work at once (the rest wait on a semaphore,
 which costs no CPU and no interpreter time) keeps the queue in front of short
-requests two deep; the turns' total work is the same, so they finish as early
+requests one turn thread deep; the turns' total work is the same, so they finish as early
 as before (docs/decisions.md, "Turn work goes through a bulkhead").
 
 A thread *steps outside* while it waits on something slow — a model call, a
