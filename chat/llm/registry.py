@@ -15,6 +15,7 @@ from langchain.chat_models import init_chat_model
 from langchain_core.language_models import BaseChatModel
 
 from chat.llm.offline import OfflineChatModel
+from chat.llm.openai_requests import send_bodies_as_built
 
 DEFAULT_ALIAS = "default"
 # Providers whose LangChain class must be told to report usage in a stream (others always do).
@@ -98,4 +99,4 @@ def _provider_model(
     if provider in STREAM_USAGE_PROVIDERS:
         # Ask for the usage block at the end of a stream (OpenAI `stream_options.include_usage`).
         options["stream_usage"] = True
-    return init_chat_model(model, model_provider=provider, **options)
+    return send_bodies_as_built(init_chat_model(model, model_provider=provider, **options))
