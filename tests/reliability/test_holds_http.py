@@ -33,7 +33,7 @@ GTHREAD = ("--worker-class", "gthread", "--threads", "16")
 CONTENT = "How many credits will this cost?"
 
 
-def enforce_env(provider: FakeOpenAI, **extra: str) -> dict:
+def enforce_env(provider: FakeOpenAI, **extra: object) -> dict:
     return {
         "CREDIT_ENFORCEMENT": "enforce",
         "OPENAI_API_KEY": "sk-test-openai-not-a-real-key",
@@ -48,9 +48,9 @@ def enforce_env(provider: FakeOpenAI, **extra: str) -> dict:
     }
 
 
-def customer_with_turns_left(settings, provider: FakeOpenAI, turns: float):
+def customer_with_turns_left(settings, provider: FakeOpenAI, turns: float, **extra: object):
     """A user whose wallet covers about `turns` holds of the test turn (quoted as the server will)."""
-    for name, value in enforce_env(provider).items():
+    for name, value in enforce_env(provider, **extra).items():
         setattr(settings, name, value)
     user = UserFactory()
     room = RoomFactory(owner=user, agents=["gpt-4o"])
@@ -66,9 +66,13 @@ def customer_with_turns_left(settings, provider: FakeOpenAI, turns: float):
 
 
 def test_64_concurrent_turns_never_overspend_and_refuse_only_what_cannot_be_held(settings):
+    # No history in the prompt: every turn of the room is quoted alike, however many have
+    # committed by the time it is checked (the bulkhead admits the 64 one after another).
+    same_quote = {"CHAT_HISTORY_TURNS": 0}
     with FakeOpenAI(delay=0.3, token_interval=0.01, reply="A short answer.") as provider:
-        user, room, token, hold, start = customer_with_turns_left(settings, provider, 10.5)
-        with gunicorn_server(workers=3, env=enforce_env(provider), extra_args=GTHREAD) as server:
+        user, room, token, hold, start = customer_with_turns_left(settings, provider, 10.5, **same_quote)
+        env = enforce_env(provider, **same_quote)
+        with gunicorn_server(workers=3, env=env, extra_args=GTHREAD) as server:
 
             def post(n: int):
                 return server.request(
