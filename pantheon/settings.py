@@ -388,4 +388,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    # The provider clients' HTTP libraries log every request at INFO ("HTTP Request: POST …"):
+    # a line per model call, in the burst of CPU every turn already is; the turn's own log line
+    # says what ran. Their warnings and errors still show.
+    "loggers": {name: {"level": "WARNING"} for name in ("httpx", "httpx2", "httpcore", "httpcore2")},
 }
