@@ -40,21 +40,24 @@ def pytest_collection_modifyitems(items):
     items[start:] = [item for _, item in first + rest]
 
 
-def _flushes_the_seed(item) -> bool:
+def _django_db_arguments(item) -> dict | None:
+    """The test's `django_db` marker arguments (positional ones named as pytest-django names them)."""
     marker = item.get_closest_marker("django_db")
     if marker is None:
-        return False
-    arguments = dict(zip(("transaction", "reset_sequences"), marker.args, strict=False)) | marker.kwargs
+        return None
+    return dict(zip(("transaction", "reset_sequences"), marker.args, strict=False)) | marker.kwargs
+
+
+def _flushes_the_seed(item) -> bool:
+    arguments = _django_db_arguments(item) or {}
     return bool(arguments.get("transaction")) and not arguments.get("serialized_rollback")
 
 
 def _is_transactional(item) -> bool:
     """pytest-django's test: `transaction` or `reset_sequences` on django_db, or a live server."""
-    marker = item.get_closest_marker("django_db")
-    if marker is not None:
-        arguments = dict(zip(("transaction", "reset_sequences"), marker.args, strict=False)) | marker.kwargs
-        if arguments.get("transaction") or arguments.get("reset_sequences"):
-            return True
+    arguments = _django_db_arguments(item) or {}
+    if arguments.get("transaction") or arguments.get("reset_sequences"):
+        return True
     return bool({"transactional_db", "live_server"} & set(getattr(item, "fixturenames", ())))
 
 
