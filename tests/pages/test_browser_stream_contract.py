@@ -23,12 +23,12 @@ from tests.support.chat_page import (
     both_filling,
     header_balance,
     log_in,
+    open_room,
     side_by_side,
     snapshots,
     stacked,
     texts_seen,
     wait_for_turns,
-    watch_streaming,
 )
 from tests.support.sse_contract import ContractStream
 
@@ -40,17 +40,6 @@ def stream(monkeypatch) -> ContractStream:
     stand_in = ContractStream()
     stand_in.install(monkeypatch)
     return stand_in
-
-
-def open_room(browser, base: str, room, *, width: int = 1280):
-    page = browser.new_page(viewport={"width": width, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    log_in(page, base, room.owner.username)
-    page.goto(f"{base}/rooms/{room.pk}/")
-    watch_streaming(page)
-    return page, errors
 
 
 def test_two_agents_stream_side_by_side_then_the_server_rendered_turn(

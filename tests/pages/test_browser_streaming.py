@@ -25,12 +25,11 @@ from tests.support.chat_page import (
     UUID_RE,
     both_filling,
     header_balance,
-    log_in,
+    open_room,
     side_by_side,
     snapshots,
     texts_seen,
     wait_for_turns,
-    watch_streaming,
 )
 from tests.support.fake_openai import FakeOpenAI
 
@@ -49,16 +48,6 @@ REPLY = (
 LONG_REPLY = " ".join(f"word{i}" for i in range(400))
 
 
-def open_room(browser, base: str, room):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    log_in(page, base, room.owner.username)
-    page.goto(f"{base}/rooms/{room.pk}/")
-    watch_streaming(page)
-    return page, errors
-
-
 def test_two_agents_stream_side_by_side_then_the_rendered_turn(
     live_server, settings, orm_in_playwright_thread
 ):
@@ -72,7 +61,7 @@ def test_two_agents_stream_side_by_side_then_the_rendered_turn(
     ):
         settings.OPENAI_API_KEY = "sk-test-local"
         settings.OPENAI_BASE_URL = fake.base_url
-        page, errors = open_room(browser, base, room)
+        page, errors = open_room(browser, base, room, console_errors=False)
         posts: list[dict] = []
         page.on(
             "request",
@@ -153,7 +142,7 @@ def test_stop_cancels_mid_stream_and_the_turn_is_charged_for_what_ran(
     ):
         settings.OPENAI_API_KEY = "sk-test-local"
         settings.OPENAI_BASE_URL = fake.base_url
-        page, errors = open_room(browser, base, room)
+        page, errors = open_room(browser, base, room, console_errors=False)
         requests: dict[str, list] = {"turn": [], "cancel": []}
         page.on(
             "request",

@@ -48,6 +48,22 @@ def watch_streaming(page) -> None:
     page.evaluate(WATCH_STREAMING)
 
 
+def open_room(browser, base: str, room, *, width: int = 1280, console_errors: bool = True):
+    """Log the room's owner in, open the room and watch its bubbles; (page, the page's errors).
+
+    The errors are uncaught exceptions, and console errors unless `console_errors` is False.
+    """
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    if console_errors:
+        page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    log_in(page, base, room.owner.username)
+    page.goto(f"{base}/rooms/{room.pk}/")
+    watch_streaming(page)
+    return page, errors
+
+
 def snapshots(page) -> list[dict]:
     return page.evaluate("window.__snapshots")
 
