@@ -7,7 +7,7 @@ file is a 404, never a 403 that would confirm it exists.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from django.conf import settings
 from django.core import signing
@@ -179,6 +179,28 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
+class TurnFields(TypedDict):
+    content: object
+    model_alias: object
+    agents: object
+    file_ids: object
+
+
+def _turn_fields(request: Request) -> TurnFields:
+    """A turn body's fields as the client sent them; the service checks them, types included
+    (TurnCreateSerializer only documents the body: binding a DRF serializer cost a turn more
+    CPU than its database write)."""
+    body = request.data
+    if not isinstance(body, dict):
+        raise ValidationError({"non_field_errors": ['Send a JSON object, e.g. {"content": "Hello"}.']})
+    return TurnFields(
+        content=body.get("content"),
+        model_alias=body.get("model_alias"),
+        agents=body.get("agents"),
+        file_ids=body.get("files"),
+    )
+
+
 class TurnListView(ChatView):
     throttle_scope = "turn"  # POST only (pantheon.throttling counts unsafe methods)
     # `Accept: text/event-stream` streams the turn (POST); refusals and everything else are JSON.
@@ -228,21 +250,9 @@ class TurnListView(ChatView):
     )
     def post(self, request: SignedInRequest, pk: int) -> HttpResponseBase:
         key = _idempotency_key(request)
-        body = request.data
-        if not isinstance(body, dict):
-            raise ValidationError({"non_field_errors": ['Send a JSON object, e.g. {"content": "Hello"}.']})
-        # The service checks every field, types included (TurnCreateSerializer only documents the
-        # body: binding a DRF serializer cost a turn more CPU than its database write).
+        fields = _turn_fields(request)
         post_turn = services.turn_stream if sse.wants_event_stream(request) else services.turn_post
-        result = post_turn(
-            user=request.user,
-            room_id=pk,
-            content=body.get("content"),
-            model_alias=body.get("model_alias"),
-            agents=body.get("agents"),
-            file_ids=body.get("files"),
-            idempotency_key=key,
-        )
+        result = post_turn(user=request.user, room_id=pk, idempotency_key=key, **fields)
         if isinstance(result, services.TurnStream):
             return sse.event_stream_response(result)
         headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
@@ -262,17 +272,7 @@ class TurnQuoteView(ChatView):
         responses={200: s.TurnQuoteSerializer, **ERRORS},
     )
     def post(self, request: SignedInRequest, pk: int) -> Response:
-        body = request.data
-        if not isinstance(body, dict):
-            raise ValidationError({"non_field_errors": ['Send a JSON object, e.g. {"content": "Hello"}.']})
-        quote = services.turn_quote_for(
-            user=request.user,
-            room_id=pk,
-            content=body.get("content"),
-            model_alias=body.get("model_alias"),
-            agents=body.get("agents"),
-            file_ids=body.get("files"),
-        )
+        quote = services.turn_quote_for(user=request.user, room_id=pk, **_turn_fields(request))
         return Response(quote.payload())
 
 
