@@ -12,6 +12,7 @@ from knox.models import AuthToken
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.authentication import BearerTokenAuthentication
 from billing.models import CreditWallet
 from tests.factories import DEFAULT_PASSWORD, UserFactory
 
@@ -234,6 +235,28 @@ def test_a_bearer_request_authenticates_in_one_query(client, django_assert_num_q
     with django_assert_num_queries(1):
         answer = client.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"})
     assert answer.json() == {"username": user.username, "auth": "BearerTokenAuthentication"}
+
+
+def test_the_request_carries_the_token_and_user_as_the_orm_loads_them(client):
+    """The one-statement check builds both objects from raw columns: every field must come back typed."""
+    user = UserFactory(email="ada@example.test", is_staff=True)
+    token = issue_token(client, user.username)
+    found_user, found_token = BearerTokenAuthentication().authenticate_credentials(token.encode())
+
+    stored = AuthToken.objects.select_related("user").get(user=user)
+    for field in AuthToken._meta.concrete_fields:
+        assert getattr(found_token, field.attname) == getattr(stored, field.attname), field.name
+    for field in get_user_model()._meta.concrete_fields:
+        assert getattr(found_user, field.attname) == getattr(stored.user, field.attname), field.name
+    assert found_token.user is found_user
+    assert found_token.expiry.tzinfo is not None and found_user.date_joined.tzinfo is not None
+
+
+def test_an_inactive_users_token_is_refused(client):
+    user = UserFactory()
+    token = issue_token(client, user.username)
+    get_user_model().objects.filter(pk=user.pk).update(is_active=False)
+    assert_json_error(client.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"}), 401)
 
 
 def test_signing_in_deletes_the_users_expired_tokens(client):
