@@ -65,6 +65,7 @@ from _support import (
     REDIS_URL,
     ROOT,
     SECRET_KEY,
+    analyze,
     conninfo,
     database_name,
     database_url,
@@ -644,6 +645,7 @@ def capacity(
 ) -> tuple[Load, list[float], ConnectionPoller]:
     """`count` users post at once; wallet reads and the connection poller run alongside."""
     identities = cast.users[:count]
+    analyze()  # the statistics autovacuum would have for the tables the runs before filled
     since = time.time()
     with ConnectionPoller(url) as poller:
         if probe:

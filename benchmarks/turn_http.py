@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from _support import database_url, percentile, row, server_env, setup_django
+from _support import analyze, database_url, percentile, row, server_env, setup_django
 
 WORKERS = 4
 CLIENTS = 8
@@ -116,19 +116,6 @@ def _identities(count: int, *, credits: int = 0) -> list[Identity]:
     return made
 
 
-def _analyze() -> None:
-    """Fresh statistics, as autovacuum keeps them in steady state.
-
-    A benchmark database fills in seconds, faster than autovacuum looks at it;
-    with the stale estimates the history query planned a sequential scan of
-    every message instead of an index scan of the last turns'.
-    """
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
-
-
 def _request(kind: str, identity: Identity) -> tuple[str, str, bytes | None, dict, int]:
     headers = {"Authorization": f"Bearer {identity.token}", "Accept": "application/json"}
     if kind == "turn":
@@ -216,7 +203,7 @@ def measure(*, clients: int = CLIENTS, window: float = WINDOW_SECONDS, rounds: i
         }
         for kind, (target, who) in targets.items():  # first requests: imports, connections, prices
             _load(target.port, kind.removesuffix("_enforce"), who, clients, WARMUP_SECONDS)
-        _analyze()
+        analyze()
         workers, backends = _children(server.process.pid), _backends(started_at)
         kinds = list(runs)
         for number in range(rounds):
