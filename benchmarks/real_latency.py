@@ -14,11 +14,15 @@ server (from the request's arrival to its last byte, median of the phase):
 call it T (≈ DELAY + TOKEN_INTERVAL × (REPLY_TOKENS − 1)). Measures:
 
 - capacity: N users (64, and 256 reported) each post one turn to a one-agent
-  room at once: turns/s ÷ (N / T) ≥ 0.85, p99 turn latency ≤ 1.25 × T;
+  room at once: turns/s ÷ (N / T) ≥ 0.85, p99 turn latency ≤ 1.25 × T; the
+  CPU each process type spent per turn (app, PostgreSQL, model stand-in, load
+  generator; /proc) is reported beside it;
 - an authenticated `GET /api/v1/users/me/wallet`: p99 during the 64-turn load
   ≤ 3 × its p99 on the idle server, read the same way in both (two readers,
   each in a process of its own as another person's browser would be, 50 ms
-  between reads; the back-to-back idle p99 is reported too);
+  between reads; the back-to-back idle p99 is reported too). These reads run
+  during runs of the load of their own: ~90 reads per run cost the app about as
+  much CPU as the 64 turns, so capacity is measured without them;
 - the app's PostgreSQL connections (`pg_stat_activity`, polled every 50 ms from
   a separate connection) at their peak during the 64-turn load, next to the
   number of app processes;
@@ -80,9 +84,9 @@ TOKEN_INTERVAL = 0.01
 REPLY_TOKENS = 16
 LOADS = (64, 256)
 GOAL_LOAD = 64
-# The goal load runs this many times: its figures are the median run's throughput and the p99s of
-# all runs' turns and reads together (three runs give ~190 turns and ~260 reads, so a p99 is not
-# simply the slowest one).
+# The goal load runs this many times alone (capacity: the median run's throughput, the p99 of all
+# runs' turns) and as many times again with the bystander's reads (their p99 over all runs): three
+# runs give ~190 turns and ~260 reads, so a p99 is not simply the slowest one.
 GOAL_REPEAT = 3
 # Seconds a load phase may take before its unanswered turns count as that long.
 PHASE_LIMIT = {64: 75.0, 256: 40.0}
@@ -178,6 +182,7 @@ class Process:
 
 class ModelServer(Process):
     def __init__(self, *, delay: float, token_interval: float, reply_tokens: int) -> None:
+        self.delay = delay
         command = [
             sys.executable,
             "-m",
@@ -464,6 +469,9 @@ class Load:
     model_seconds: float = float("nan")  # T: the model server's median time per call
     model_calls: int = 0
     model_in_flight: int = 0  # most model calls in flight at once
+    # Milliseconds of CPU per turn by role: over the whole run, and before the models answered.
+    cpu: dict[str, float] = field(default_factory=dict)
+    cpu_before_models: dict[str, float] = field(default_factory=dict)
 
     @property
     def answered(self) -> int:
@@ -640,6 +648,62 @@ def model_time(model: ModelServer, since: float, until: float) -> tuple[float, i
     return statistics.median(t["duration"] for t in calls), len(calls), peak
 
 
+CPU_ROLES = ("app", "postgres", "model stand-in", "load generator")
+
+
+def cpu_by_role(app: AppServer, model: ModelServer) -> dict[str, float]:
+    """CPU seconds used so far by each process taking part, by role (read from /proc).
+
+    The app is the server's master and workers; PostgreSQL every `postgres` process
+    (backends, WAL writer, …); the load generator is this process (client threads and
+    the connection poller). The bystander's readers are left out.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    totals = dict.fromkeys(CPU_ROLES, 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        pid, parent = int(entry.name), int(fields[1])
+        role = (
+            "app"
+            if app.process.pid in (pid, parent)
+            else "model stand-in"
+            if pid == model.process.pid
+            else "load generator"
+            if pid == os.getpid()
+            else "postgres"
+            if name.startswith("postgres")
+            else None
+        )
+        if role:
+            totals[role] += (int(fields[11]) + int(fields[12])) / tick
+    return totals
+
+
+def cpu_yardstick() -> float:
+    """Milliseconds of CPU a fixed pure-Python loop takes now: how fast this shared machine runs.
+
+    The same code gives different capacities on a fast and a slow day of the machine; this
+    figure, printed beside the CPU per turn, tells which day a run had.
+    """
+    started = time.thread_time()
+    total = 0
+    for n in range(3_000_000):
+        total += n * n
+    return (time.thread_time() - started) * 1000
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float], turns: int) -> dict[str, float]:
+    """Milliseconds of CPU per turn, by role, between two readings."""
+    return {role: 1000 * (after[role] - before[role]) / turns for role in CPU_ROLES}
+
+
 def capacity(
     app: AppServer, model: ModelServer, url: str, cast: Cast, count: int, *, probe: bool
 ) -> tuple[Load, list[float], ConnectionPoller]:
@@ -647,13 +711,22 @@ def capacity(
     identities = cast.users[:count]
     analyze()  # the statistics autovacuum would have for the tables the runs before filled
     since = time.time()
+    readings = {"start": cpu_by_role(app, model)}
+    # Halfway to the first answer every turn has been sent to the model (or is still waiting for
+    # its turn to be): the CPU up to then is the burst before the models.
+    halfway = threading.Timer(model.delay / 2, lambda: readings.update(halfway=cpu_by_role(app, model)))
     with ConnectionPoller(url) as poller:
+        halfway.start()
         if probe:
             with Probers(app.port, cast.prober.token) as probers:
                 load = post_turns(app.port, identities, PHASE_LIMIT.get(count, 60.0))
             probes = probers.latencies()
         else:
             load, probes = post_turns(app.port, identities, PHASE_LIMIT.get(count, 60.0)), []
+        halfway.cancel()
+    load.cpu = cpu_spent(readings["start"], cpu_by_role(app, model), count)
+    if "halfway" in readings:
+        load.cpu_before_models = cpu_spent(readings["start"], readings["halfway"], count)
     load.model_seconds, load.model_calls, load.model_in_flight = model_time(model, since, time.time())
     return load, probes, poller
 
@@ -793,13 +866,14 @@ def run(*, delay: float = DELAY, loads: tuple[int, ...] = LOADS, keep_logs: bool
         processes = app.processes()
         print(f"#   app: {app.command} ({processes} processes); model: {model.base_url}", flush=True)
 
-        def measured(count: int, *, probe: bool, repeat: int = 1) -> AppServer:
+        def measured(count: int, *, probe: bool, repeat: int = 1, key: object = None) -> AppServer:
             current = app
-            found[count] = []
+            runs = found[count if key is None else key] = []
             for _ in range(repeat):
-                found[count].append(capacity(current, model, url, cast, count, probe=probe))
-                load = found[count][-1][0]
-                print(f"#   {count} turns: {load.answered} answered in {load.seconds:.1f}s", flush=True)
+                runs.append(capacity(current, model, url, cast, count, probe=probe))
+                load = runs[-1][0]
+                what = f"{count} turns" + (" with the bystander's reads" if probe else "")
+                print(f"#   {what}: {load.answered} answered in {load.seconds:.1f}s", flush=True)
                 if load.unfinished:
                     current = fresh()
             return current
@@ -820,7 +894,11 @@ def run(*, delay: float = DELAY, loads: tuple[int, ...] = LOADS, keep_logs: bool
             f"#   cold burst: {found['cold'].answered} answered in {found['cold'].seconds:.1f}s", flush=True
         )
         found["idle_gets"], found["idle_back_to_back"] = idle_gets(app.port, cast.prober.token)
-        app = measured(GOAL_LOAD, probe=True, repeat=GOAL_REPEAT)
+        # Capacity is measured with the 64 users alone; the bystander's reads then run during the
+        # same load again (each reader's requests cost the app as much CPU as a turn's).
+        found["yardstick"] = cpu_yardstick()
+        app = measured(GOAL_LOAD, probe=False, repeat=GOAL_REPEAT)
+        app = measured(GOAL_LOAD, probe=True, repeat=GOAL_REPEAT, key="bystander")
         found["parallel"] = parallel_agents(app, cast)
         print(f"#   parallel agents: {found['parallel']}", flush=True)
         found["streaming"] = streaming(app, model, cast)
@@ -832,6 +910,36 @@ def run(*, delay: float = DELAY, loads: tuple[int, ...] = LOADS, keep_logs: bool
             app = measured(count, probe=False)
         command = app.command
     return rows(found, loads=loads, processes=processes, command=command, delay=delay)
+
+
+def cpu_row(count: int, runs: list, *, yardstick: float | None) -> dict:
+    """Where the machine's CPU went per turn (median over the runs, each role on its own)."""
+
+    def median_of(key: str, role: str) -> float:
+        values = [getattr(run[0], key)[role] for run in runs if getattr(run[0], key)]
+        return statistics.median(values) if values else float("nan")
+
+    total = {role: median_of("cpu", role) for role in CPU_ROLES}
+    before = {role: median_of("cpu_before_models", role) for role in CPU_ROLES}
+    machine = sum(total.values())
+    reads = statistics.median(len(run[1]) for run in runs)
+    return row(
+        measure=f"real latency, {count} turns at once: CPU per turn, app (before the models)",
+        figure=f"{total['app']:.1f} ({before['app']:.1f})",
+        baseline=None,
+        unit="ms",
+        ratio=None,
+        goal="report",
+        ok=None,
+        note=(
+            "CPU time read from /proc around each run, per turn, median of the runs; before the models = "
+            "the first half of the model's delay. "
+            + "; ".join(f"{role} {total[role]:.1f} ({before[role]:.1f})" for role in CPU_ROLES)
+            + f"; all of them {machine:.1f} ms per turn, {machine * count / 1000:.2f} CPU-seconds per burst"
+            + (f"; the app's figure includes the bystander's {reads:.0f} reads per run" if reads else "")
+            + (f"; machine yardstick (3M-step Python loop) {yardstick:.0f} ms of CPU" if yardstick else "")
+        ),
+    )
 
 
 def rows(found: dict, *, loads: tuple[int, ...], processes: int, command: str, delay: float) -> list[dict]:
@@ -861,7 +969,8 @@ def rows(found: dict, *, loads: tuple[int, ...], processes: int, command: str, d
         ideal = count / model_seconds
         ratio = load.throughput / ideal
         latencies = [latency for run in runs for latency in run[0].censored()]
-        probes = [latency for run in runs for latency in run[1]]
+        bystander = found.get("bystander", []) if count == GOAL_LOAD else []
+        probes = [latency for run in bystander for latency in run[1]]
         ratios = [run[0].throughput * run[0].model_seconds / count for run in runs]
         p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
         goal = count == GOAL_LOAD
@@ -917,6 +1026,8 @@ def rows(found: dict, *, loads: tuple[int, ...], processes: int, command: str, d
                 ok=None,
             )
         )
+        if load.cpu:
+            results.append(cpu_row(count, runs, yardstick=found.get("yardstick")))
         peak, busy, listeners = max(run[2].peak() for run in runs)
         samples = sum(len(run[2].samples) for run in runs)
         results.append(
@@ -938,6 +1049,7 @@ def rows(found: dict, *, loads: tuple[int, ...], processes: int, command: str, d
             idle = percentile(found["idle_gets"], 0.99)
             loaded = percentile(probes, 0.99)
             medians = statistics.median(probes) * 1000, statistics.median(found["idle_gets"]) * 1000
+            shared = statistics.median(run[0].throughput * run[0].model_seconds / count for run in bystander)
             results.append(
                 row(
                     measure=f"real latency: GET wallet p99 during {count} turns vs idle",
@@ -949,7 +1061,8 @@ def rows(found: dict, *, loads: tuple[int, ...], processes: int, command: str, d
                     ok=loaded / idle <= GOAL_GET_P99,
                     note=(
                         f"{len(probes)} reads during the load ({PROBERS} sequential readers in their own "
-                        f"processes, {PROBE_PAUSE * 1000:g} ms between reads, {len(runs)} runs), "
+                        f"processes, {PROBE_PAUSE * 1000:g} ms between reads, {len(bystander)} runs of the "
+                        f"load besides the capacity runs; the turns reached {shared:.2f} of ideal in them), "
                         f"{len(found['idle_gets'])} the same way on the idle server; p50 "
                         f"{medians[0]:.1f} vs {medians[1]:.1f} ms; "
                         f"worst during the load {max(probes) * 1000:.0f} ms; back-to-back reads on the idle "
