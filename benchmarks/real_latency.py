@@ -651,15 +651,15 @@ def model_time(model: ModelServer, since: float, until: float) -> tuple[float, i
 CPU_ROLES = ("app", "postgres", "model stand-in", "load generator")
 
 
-def cpu_by_role(app: AppServer, model: ModelServer) -> dict[str, float]:
-    """CPU seconds used so far by each process taking part, by role (read from /proc).
+def cpu_by_role(app: AppServer, model: ModelServer) -> dict[int, tuple[str, float]]:
+    """CPU seconds used so far by each process taking part: pid → (role, seconds), from /proc.
 
     The app is the server's master and workers; PostgreSQL every `postgres` process
     (backends, WAL writer, …); the load generator is this process (client threads and
     the connection poller). The bystander's readers are left out.
     """
     tick = os.sysconf("SC_CLK_TCK")
-    totals = dict.fromkeys(CPU_ROLES, 0.0)
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -682,8 +682,8 @@ def cpu_by_role(app: AppServer, model: ModelServer) -> dict[str, float]:
             else None
         )
         if role:
-            totals[role] += (int(fields[11]) + int(fields[12])) / tick
-    return totals
+            found[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
+    return found
 
 
 def cpu_yardstick() -> float:
@@ -699,9 +699,18 @@ def cpu_yardstick() -> float:
     return (time.thread_time() - started) * 1000
 
 
-def cpu_spent(before: dict[str, float], after: dict[str, float], turns: int) -> dict[str, float]:
-    """Milliseconds of CPU per turn, by role, between two readings."""
-    return {role: 1000 * (after[role] - before[role]) / turns for role in CPU_ROLES}
+def cpu_spent(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], turns: int
+) -> dict[str, float]:
+    """Milliseconds of CPU per turn, by role, between two readings.
+
+    Counted per process: one that started in between counts from zero, one that
+    ended in between (a closed database connection's backend) is left out.
+    """
+    spent = dict.fromkeys(CPU_ROLES, 0.0)
+    for pid, (role, seconds) in after.items():
+        spent[role] += seconds - before.get(pid, (role, 0.0))[1]
+    return {role: 1000 * seconds / turns for role, seconds in spent.items()}
 
 
 def capacity(
@@ -924,7 +933,7 @@ def cpu_row(count: int, runs: list, *, yardstick: float | None) -> dict:
     machine = sum(total.values())
     reads = statistics.median(len(run[1]) for run in runs)
     return row(
-        measure=f"real latency, {count} turns at once: CPU per turn, app (before the models)",
+        measure=f"real latency, {count} turns at once: CPU per turn, app (before any answer)",
         figure=f"{total['app']:.1f} ({before['app']:.1f})",
         baseline=None,
         unit="ms",
@@ -932,8 +941,9 @@ def cpu_row(count: int, runs: list, *, yardstick: float | None) -> dict:
         goal="report",
         ok=None,
         note=(
-            "CPU time read from /proc around each run, per turn, median of the runs; before the models = "
-            "the first half of the model's delay. "
+            "CPU time read from /proc around each run, per turn, median of the runs; in brackets, the part "
+            "spent in the first half of the model's delay, before any answer (the burst that sends the "
+            "turns to the model, when it fits in that half). "
             + "; ".join(f"{role} {total[role]:.1f} ({before[role]:.1f})" for role in CPU_ROLES)
             + f"; all of them {machine:.1f} ms per turn, {machine * count / 1000:.2f} CPU-seconds per burst"
             + (f"; the app's figure includes the bystander's {reads:.0f} reads per run" if reads else "")
