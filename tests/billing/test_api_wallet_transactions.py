@@ -44,6 +44,31 @@ def test_wallet_shape_after_grant_and_debit():
     assert dt.datetime.fromisoformat(body["updated_at"]) == wallet.updated_at
 
 
+def test_one_shared_wallet_serializer_writes_each_wallet_as_a_fresh_one_would_across_threads():
+    """The view shares one serializer per process; threads writing different wallets must not mix."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from billing.api.serializers import WalletSerializer
+    from billing.api.views import _WALLET_FIELDS
+
+    wallets = []
+    for n in range(8):
+        wallet = CreditWallet.objects.get(user=UserFactory())
+        services.wallet_debit(wallet_id=wallet.pk, amount=Decimal(f"{n + 1}.1234"))
+        wallet.refresh_from_db()
+        wallets.append(wallet)
+    expected = [dict(WalletSerializer(wallet).data) for wallet in wallets]
+
+    def written(index: int) -> list[dict]:
+        return [dict(_WALLET_FIELDS.to_representation(wallets[index])) for _ in range(50)]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(written, range(8)))
+    for index, rows in enumerate(results):
+        assert rows == [expected[index]] * 50
+    assert len({row["balance"] for row in expected}) == 8
+
+
 def test_wallet_is_created_lazily_with_the_beta_grant():
     user = UserWithoutWalletFactory()
     assert not CreditWallet.objects.filter(user=user).exists()
