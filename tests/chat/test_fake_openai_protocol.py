@@ -228,6 +228,16 @@ def test_a_client_that_goes_away_mid_stream_is_recorded():
     assert 1 <= timing["chunks"] < 40
 
 
+def in_flight_peak(timings: list[dict]) -> int:
+    """The most requests open at once: each from its arrival to its last byte."""
+    events = sorted([(t["received_at"], 1) for t in timings] + [(t["done_at"], -1) for t in timings])
+    peak = open_now = 0
+    for _, step in events:  # at equal times an end (-1) sorts before an arrival (+1)
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
 def test_hundreds_of_streams_are_served_at_once():
     count, delay = 200, 2.0
     done: list[str] = []
@@ -252,9 +262,12 @@ def test_hundreds_of_streams_are_served_at_once():
     assert errors == []
     assert done == ["ok then"] * count
     assert len(timings) == count
-    # Concurrent, not queued: every request had arrived before the first one was answered.
-    assert max(t["received_at"] for t in timings) < min(t["first_chunk_at"] for t in timings)
+    # Concurrent, not queued: each request waited its own delay, and at the busiest moment most of
+    # them were open together (a server answering one at a time, or from a small pool, peaks at 1 or
+    # at the pool's size). Not "all arrived before the first answer": how fast 200 client threads
+    # send depends on the machine, and under a loaded test run their arrival spread past the delay.
     assert min(t["time_to_first_chunk"] for t in timings) >= delay
+    assert in_flight_peak(timings) >= count // 2
 
 
 def test_runs_as_its_own_process_and_reports_its_timings():
