@@ -222,23 +222,9 @@ def test_a_client_that_goes_away_mid_stream_is_recorded():
         stream = client.chat.completions.create(model="gpt-4o", messages=QUESTION, stream=True)
         next(iter(stream))
         stream.close()
-        [timing] = settled_timings(server)
+        [timing] = server.settled_timings()
     assert timing["disconnected"] is True
     assert 1 <= timing["chunks"] < 40
-
-
-def settled_timings(server: FakeOpenAI) -> list[dict]:
-    """The server's timings once it has recorded the end of every request.
-
-    A client can read the last byte before the server's handler notes that it ended, so a test
-    that looks right after its client returns may find `done_at` still unset.
-    """
-    deadline = time.monotonic() + 10
-    timings = server.timings()
-    while any(t["done_at"] is None for t in timings) and time.monotonic() < deadline:
-        time.sleep(0.02)
-        timings = server.timings()
-    return timings
 
 
 def in_flight_peak(timings: list[dict]) -> int:
@@ -270,7 +256,7 @@ def test_hundreds_of_streams_are_served_at_once():
             thread.start()
         for thread in threads:
             thread.join()
-        timings = settled_timings(server)
+        timings = server.settled_timings()
 
     assert errors == []
     assert done == ["ok then"] * count

@@ -98,7 +98,7 @@ def test_the_agents_of_one_turn_run_side_by_side(live_server, account, openai_se
     )
 
     assert events[0] == ("routing", {"agents": ["gpt-4o", "gpt-4o-mini"], "by": "explicit"})
-    calls = server.timings()
+    calls = server.settled_timings()
     assert sorted(call["model"] for call in calls) == ["gpt-4o", "gpt-4o-mini"]  # no routing call
     # Each agent's request reached the provider before the other's answer was finished.
     assert max(call["received_at"] for call in calls) < min(call["done_at"] for call in calls)
@@ -295,7 +295,7 @@ def test_a_turn_gives_its_cpu_slot_back_while_its_model_answers(
         thread.join()
 
     assert statuses == [201, 201, 201]
-    calls = server.timings()
+    calls = server.settled_timings()
     assert len(calls) == 3
     # Every request reached the model before any answer was finished.
     assert max(call["received_at"] for call in calls) < min(call["done_at"] for call in calls)

@@ -145,6 +145,19 @@ class FakeOpenAI(JSONServer):
             if since is None or r["received_at"] >= since
         ]
 
+    def settled_timings(self, *, timeout: float = 10.0) -> list[dict]:
+        """`timings()` once the server has recorded the end of every request (up to `timeout`).
+
+        A client can read the last byte before the handler that sent it notes the end, so
+        a test that reads the timings as soon as its client returns may find `done_at` unset.
+        """
+        deadline = time.monotonic() + timeout
+        timings = self.timings()
+        while any(t["done_at"] is None for t in timings) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            timings = self.timings()
+        return timings
+
     def record_fields(self) -> dict:
         return {"model": None, "stream": None, "max_tokens": None, "include_usage": None}
 
