@@ -9,8 +9,10 @@ can never be used to read another user's rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.core import signing
 from rest_framework.exceptions import ValidationError
@@ -18,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.utils.urls import replace_query_param
 
 from accounts.http import SignedInRequest
+from billing.selectors import KeysetPage
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -31,6 +34,19 @@ PREVIOUS = "p"  # newer rows
 class Cursor:
     direction: str
     position: tuple
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One page of a list as the API answers it: its rows and the links to the pages beside it."""
+
+    rows: list
+    next: str | None
+    previous: str | None
+
+    def body(self, serializer: Callable[..., Any]) -> dict:
+        results = serializer(self.rows, many=True).data
+        return {"next": self.next, "previous": self.previous, "results": results}
 
 
 def page_size(request: Request) -> int:
@@ -80,6 +96,21 @@ class CursorCodec:
         except (KeyError, TypeError, ValueError) as exc:
             raise invalid from exc
         return Cursor(direction=direction, position=(created_at, pk))
+
+    def page(self, request: SignedInRequest, *, limit: int, fetch: Callable[..., KeysetPage]) -> Listed:
+        """The page at the request's cursor: `fetch(limit=, newer_than=, older_than=)` reads it.
+
+        A selector takes the position as the cursor holds it: `(created_at, id)`, or the
+        id alone for a list whose cursors carry no timestamp.
+        """
+        cursor = self.decode(request)
+        newer = cursor is not None and cursor.direction == PREVIOUS
+        at = None
+        if cursor is not None:
+            at = cursor.position if self.with_timestamp else cursor.position[0]
+        found = fetch(limit=limit, newer_than=at if newer else None, older_than=None if newer else at)
+        next_url, previous_url = self.links(request, rows=found.rows, has_more=found.has_more, cursor=cursor)
+        return Listed(rows=found.rows, next=next_url, previous=previous_url)
 
     def links(
         self, request: SignedInRequest, *, rows: list, has_more: bool, cursor: Cursor | None

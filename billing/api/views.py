@@ -10,6 +10,7 @@ import csv
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypedDict, cast
 
 from django.conf import settings
@@ -223,26 +224,10 @@ class UsageListView(JSONOnlyNegotiationMixin, APIView):
         limit = pagination.page_size(request)  # checked for CSV too: a bad value is a 400 everywhere
         if output == "csv":
             return _usage_csv_response(request.user, filters)
-        cursor = self.cursors.decode(request)
-        newer = cursor is not None and cursor.direction == pagination.PREVIOUS
-        at = cursor.position if cursor is not None else None
-        page = selectors.usage_list(
-            user=request.user,
-            limit=limit,
-            **filters,
-            newer_than=at if newer else None,
-            older_than=None if newer else at,
+        listed = self.cursors.page(
+            request, limit=limit, fetch=partial(selectors.usage_list, user=request.user, **filters)
         )
-        next_url, previous_url = self.cursors.links(
-            request, rows=page.rows, has_more=page.has_more, cursor=cursor
-        )
-        return Response(
-            {
-                "next": next_url,
-                "previous": previous_url,
-                "results": UsageRowSerializer(page.rows, many=True).data,
-            }
-        )
+        return Response(listed.body(UsageRowSerializer))
 
 
 class _Echo:
@@ -337,26 +322,12 @@ class TransactionListView(APIView):
         responses={200: TransactionPageSerializer, **ERROR_400, **ERRORS_401},
     )
     def get(self, request: SignedInRequest) -> Response:
-        limit = pagination.page_size(request)
-        cursor = self.cursors.decode(request)
-        newer = cursor is not None and cursor.direction == pagination.PREVIOUS
-        at = cursor.position[0] if cursor is not None else None
-        page = selectors.transaction_list(
-            user=request.user,
-            limit=limit,
-            newer_than=at if newer else None,
-            older_than=None if newer else at,
+        listed = self.cursors.page(
+            request,
+            limit=pagination.page_size(request),
+            fetch=partial(selectors.transaction_list, user=request.user),
         )
-        next_url, previous_url = self.cursors.links(
-            request, rows=page.rows, has_more=page.has_more, cursor=cursor
-        )
-        return Response(
-            {
-                "next": next_url,
-                "previous": previous_url,
-                "results": TransactionRowSerializer(page.rows, many=True).data,
-            }
-        )
+        return Response(listed.body(TransactionRowSerializer))
 
 
 # --- admin endpoints ---------------------------------------------------------------
