@@ -83,6 +83,8 @@ from _support import (
     with_database_name,
 )
 
+from tests.support.fake_openai import in_flight_peak  # importable once _support put the project on sys.path
+
 DELAY = 2.0
 TOKEN_INTERVAL = 0.01
 REPLY_TOKENS = 16
@@ -659,12 +661,7 @@ def model_time(model: ModelServer, since: float, until: float) -> tuple[float, i
     ]
     if not calls:
         return float("nan"), 0, 0
-    edges = sorted([(t["received_at"], 1) for t in calls] + [(t["done_at"], -1) for t in calls])
-    in_flight = peak = 0
-    for _, step in edges:
-        in_flight += step
-        peak = max(peak, in_flight)
-    return statistics.median(t["duration"] for t in calls), len(calls), peak
+    return statistics.median(t["duration"] for t in calls), len(calls), in_flight_peak(calls)
 
 
 CPU_ROLES = ("app", "postgres", "model stand-in", "load generator")

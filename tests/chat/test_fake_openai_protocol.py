@@ -21,7 +21,7 @@ import pytest
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from langchain_openai import ChatOpenAI
 
-from tests.support.fake_openai import FakeOpenAI, reply_of, split_tokens
+from tests.support.fake_openai import FakeOpenAI, in_flight_peak, reply_of, split_tokens
 
 KEY = "sk-test-fake-openai-protocol"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -225,16 +225,6 @@ def test_a_client_that_goes_away_mid_stream_is_recorded():
         [timing] = server.settled_timings()
     assert timing["disconnected"] is True
     assert 1 <= timing["chunks"] < 40
-
-
-def in_flight_peak(timings: list[dict]) -> int:
-    """The most requests open at once: each from its arrival to its last byte."""
-    events = sorted([(t["received_at"], 1) for t in timings] + [(t["done_at"], -1) for t in timings])
-    peak = open_now = 0
-    for _, step in events:  # at equal times an end (-1) sorts before an arrival (+1)
-        open_now += step
-        peak = max(peak, open_now)
-    return peak
 
 
 def test_hundreds_of_streams_are_served_at_once():

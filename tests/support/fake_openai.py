@@ -70,6 +70,16 @@ class _Answer:
     usage: dict | None = None
 
 
+def in_flight_peak(timings: list[dict]) -> int:
+    """The most requests open at once in `timings()` rows: each from its arrival to its last byte."""
+    events = sorted([(t["received_at"], 1) for t in timings] + [(t["done_at"], -1) for t in timings])
+    peak = open_now = 0
+    for _, step in events:  # at equal times an end (-1) sorts before an arrival (+1)
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
 class FakeOpenAI(JSONServer):
     # Real clients keep connections alive and read streams chunked.
     protocol_version = "HTTP/1.1"
