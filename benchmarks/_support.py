@@ -11,7 +11,8 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -137,6 +138,40 @@ def timed_ms(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
     return (time.perf_counter() - started) * 1000
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ProcessStat:
+    pid: int
+    name: str  # the command name the kernel keeps (e.g. "postgres")
+    parent: int
+    cpu_seconds: float  # user + system, so far
+
+
+def process_stat(pid: int) -> ProcessStat | None:
+    """A process's name, parent and CPU so far, from /proc/<pid>/stat; None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The name is in parentheses and may itself hold spaces or parentheses.
+    fields = stat.rsplit(")", 1)[1].split()
+    return ProcessStat(
+        pid=pid,
+        name=stat[stat.index("(") + 1 : stat.rindex(")")],
+        parent=int(fields[1]),
+        cpu_seconds=(int(fields[11]) + int(fields[12])) / TICKS,
+    )
+
+
+def all_processes() -> Iterator[ProcessStat]:
+    """Every process still there as /proc is walked."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (found := process_stat(int(entry.name))) is not None:
+            yield found
 
 
 def analyze() -> None:

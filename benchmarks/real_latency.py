@@ -73,6 +73,7 @@ from _support import (
     REDIS_URL,
     ROOT,
     SECRET_KEY,
+    all_processes,
     analyze,
     conninfo,
     database_name,
@@ -674,31 +675,21 @@ def cpu_by_role(app: AppServer, model: ModelServer) -> dict[int, tuple[str, floa
     (backends, WAL writer, …); the load generator is this process (client threads and
     the connection poller). The bystander's readers are left out.
     """
-    tick = os.sysconf("SC_CLK_TCK")
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rsplit(")", 1)[1].split()
-        pid, parent = int(entry.name), int(fields[1])
+    for process in all_processes():
         role = (
             "app"
-            if app.process.pid in (pid, parent)
+            if app.process.pid in (process.pid, process.parent)
             else "model stand-in"
-            if pid == model.process.pid
+            if process.pid == model.process.pid
             else "load generator"
-            if pid == os.getpid()
+            if process.pid == os.getpid()
             else "postgres"
-            if name.startswith("postgres")
+            if process.name.startswith("postgres")
             else None
         )
         if role:
-            found[pid] = (role, (int(fields[11]) + int(fields[12])) / tick)
+            found[process.pid] = (role, process.cpu_seconds)
     return found
 
 
@@ -949,7 +940,6 @@ def cpu_row(count: int, runs: list, *, yardstick: float | None) -> dict:
     total = {role: median_of("cpu", role) for role in CPU_ROLES}
     before = {role: median_of("cpu_before_models", role) for role in CPU_ROLES}
     machine = sum(total.values())
-    reads = statistics.median(len(run[1]) for run in runs)
     return row(
         measure=f"real latency, {count} turns at once: CPU per turn, app (before any answer)",
         figure=f"{total['app']:.1f} ({before['app']:.1f})",
@@ -964,7 +954,6 @@ def cpu_row(count: int, runs: list, *, yardstick: float | None) -> dict:
             "turns to the model, when it fits in that half). "
             + "; ".join(f"{role} {total[role]:.1f} ({before[role]:.1f})" for role in CPU_ROLES)
             + f"; all of them {machine:.1f} ms per turn, {machine * count / 1000:.2f} CPU-seconds per burst"
-            + (f"; the app's figure includes the bystander's {reads:.0f} reads per run" if reads else "")
             + (f"; machine yardstick (3M-step Python loop) {yardstick:.0f} ms of CPU" if yardstick else "")
         ),
     )

@@ -16,16 +16,23 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from _support import analyze, database_url, percentile, row, server_env, setup_django
+from _support import (
+    all_processes,
+    analyze,
+    database_url,
+    percentile,
+    process_stat,
+    row,
+    server_env,
+    setup_django,
+)
 
 WORKERS = 4
 CLIENTS = 8
@@ -57,29 +64,14 @@ class Window:
     database_cpu: float = 0.0
 
 
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
 def _cpu_seconds(pid: int) -> float:
     """user + system CPU of a process so far (0 when it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    found = process_stat(pid)
+    return found.cpu_seconds if found is not None else 0.0
 
 
 def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent == pid:
-                found.append(int(entry.name))
-    return found
+    return [process.pid for process in all_processes() if process.parent == pid]
 
 
 def _backends(since) -> list[int]:
